@@ -1,0 +1,408 @@
+"""`gpu-supply`: compare what GPU capacity costs at every supplier, region and pricing model.
+
+Start-up stays fast: this module imports only typer, rich and the light core; the store's ORM,
+pandas, OR-Tools, Ray and cloud SDKs load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from datetime import datetime, timezone
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Iterable, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpu_supply import gpus as gpu_registry
+from gpu_supply import settings
+from gpu_supply.errors import UserError
+
+app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
+catalog_app = typer.Typer(help="Manage the offer store: import catalogs and IDC offers, show what it holds.",
+                          no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column fallback.
+stdout = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+stderr = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 200)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+# Options shared by `offers` and `compare`.
+GpuOpt = Annotated[Optional[list[str]], typer.Option("--gpu", help="GPU (canonical or alias); repeat or comma-separate.")]
+MinMemOpt = Annotated[Optional[float], typer.Option("--min-gpu-memory", help="Minimum memory per GPU, GB.")]
+PerNodeOpt = Annotated[Optional[list[str]], typer.Option("--gpus-per-node", help="GPUs per node, e.g. 8; repeatable.")]
+ProviderOpt = Annotated[Optional[list[str]], typer.Option("--provider", help="aws, gcp, azure, lambda, idc, ...")]
+RegionOpt = Annotated[Optional[list[str]], typer.Option("--region", help="Region name or prefix (us-east, europe-).")]
+GeoOpt = Annotated[Optional[list[str]], typer.Option("--geo", help="us, ca, latam, eu, me, africa, apac, cn.")]
+PricingOpt = Annotated[Optional[list[str]], typer.Option("--pricing", help="on_demand, spot, reserved_1y, reserved_3y, contract.")]
+MaxPriceOpt = Annotated[Optional[float], typer.Option("--max-price", help="Max price per GPU-hour, in --currency.")]
+CurrencyOpt = Annotated[str, typer.Option("--currency", help="Currency to show prices in.")]
+FxOpt = Annotated[Optional[list[str]], typer.Option("--fx", help="Exchange rate per 1 USD, e.g. CNY=7.1.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table, json or csv.")]
+
+
+def _split(values: Optional[Iterable[str]]) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing, max_price, currency, fx):
+    """Validate the shared filters into an OfferQuery, an FX table and a reader of the store."""
+    from pricing.fx import load_fx
+    from pricing.query import OfferQuery, OfferReader, parse_geo, parse_gpu, parse_pricing
+
+    if min_gpu_memory is not None and min_gpu_memory < 0:
+        raise UserError("--min-gpu-memory", f"must be >= 0, got {min_gpu_memory:g}", "e.g. --min-gpu-memory 80")
+    if max_price is not None and max_price < 0:
+        raise UserError("--max-price", f"must be >= 0, got {max_price:g}", "give a price per GPU-hour")
+    per_node = []
+    for value in _split(gpus_per_node):
+        if not value.isdigit() or int(value) < 1:
+            raise UserError("--gpus-per-node", f"{value!r} is not a positive whole number", "e.g. --gpus-per-node 8")
+        per_node.append(int(value))
+    fx_table = load_fx(fx, settings.load_config())
+    code = currency.strip().upper()
+    fx_table.rate(code)  # unknown currency: clear error now
+    reader = OfferReader(settings.database_url())
+    if reader.seeded is not None:
+        stderr.print(f"[dim]Seeded the offer store from the embedded snapshot "
+                     f"({reader.seeded.offers:,} offers) at {settings.database_url()}[/dim]")
+    providers = [name.lower() for name in _split(provider)]
+    if providers:
+        known = reader.providers()
+        unknown = [name for name in providers if name not in known]
+        if unknown:
+            raise UserError("--provider", f"unknown provider {', '.join(map(repr, unknown))}",
+                            f"known: {', '.join(known)}")
+    query = OfferQuery(
+        gpus=tuple(dict.fromkeys(parse_gpu(name) for name in _split(gpu))),
+        min_gpu_memory_gb=min_gpu_memory,
+        gpus_per_node=tuple(per_node),
+        providers=tuple(providers),
+        regions=tuple(_split(region)),
+        geos=tuple(parse_geo(name) for name in _split(geo)),
+        pricing=tuple(parse_pricing(name) for name in _split(pricing)),
+        max_price_per_gpu_hour=max_price,
+        currency=code,
+    )
+    return query, fx_table, reader
+
+
+def _money(value: float | None, currency: str, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    symbol = {"USD": "$", "CNY": "¥", "EUR": "€", "GBP": "£", "JPY": "¥"}.get(currency, "")
+    return f"{symbol}{value:,.{digits}f}" + ("" if symbol else f" {currency}")
+
+
+def _hours_text(hours: float) -> str:
+    if hours == 0:
+        return "-"
+    months = hours / 730
+    return f"{months:g} mo" if months >= 1 and float(months).is_integer() else f"{hours:g} h"
+
+
+def _emit_rows(rows: list[dict], output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    buffer = io.StringIO()
+    flat = [{key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()}
+            for row in rows]
+    writer = csv.DictWriter(buffer, fieldnames=list(flat[0]) if flat else ["provider"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    sys.stdout.write(buffer.getvalue())
+
+
+@app.command()
+def offers(
+    gpu: GpuOpt = None, min_gpu_memory: MinMemOpt = None, gpus_per_node: PerNodeOpt = None,
+    provider: ProviderOpt = None, region: RegionOpt = None, geo: GeoOpt = None, pricing: PricingOpt = None,
+    max_price: MaxPriceOpt = None, currency: CurrencyOpt = "USD", fx: FxOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show (0 = all).")] = 50,
+    output: FormatOpt = OutputFormat.table,
+) -> None:
+    """List current offers, cheapest per GPU-hour first."""
+    if limit < 0:
+        raise UserError("--limit", f"must be >= 0, got {limit}", "use 0 for all rows")
+    query, fx_table, reader = _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing,
+                                           max_price, currency, fx)
+    found = reader.offers(query, fx_table)
+    rate = lambda offer: fx_table.convert(1.0, offer.currency, query.currency)  # noqa: E731
+    found.sort(key=lambda offer: (offer.price_per_gpu_hour * rate(offer), offer.key))
+    shown = found[:limit] if limit else found
+    if output is not OutputFormat.table:
+        rows = []
+        for offer in shown:
+            row = offer.as_row()
+            row.update(price_per_hour=offer.price_per_hour * rate(offer),
+                       price_per_gpu_hour=offer.price_per_gpu_hour * rate(offer), currency=query.currency,
+                       native_price_per_hour=offer.price_per_hour, native_currency=offer.currency)
+            rows.append(row)
+        _emit_rows(rows, output)
+        return
+    if not found:
+        stderr.print("No offers match these filters.")
+        return
+    table = Table(title=f"{len(found):,} offers" + (f" (cheapest {len(shown)})" if len(shown) < len(found) else ""),
+                  title_justify="left")
+    for name, justify in (("Provider", "left"), ("Region", "left"), ("Instance", "left"), ("GPU", "left"),
+                          ("GPUs", "right"), ("Mem/GPU", "right"), ("Pricing", "left"),
+                          ("Node/h", "right"), ("GPU/h", "right"), ("Avail", "right"), ("Min term", "right"),
+                          ("Observed", "left")):
+        table.add_column(name, justify=justify)
+    for offer in shown:
+        table.add_row(offer.provider, offer.region + (f" ({offer.zone})" if offer.zone and offer.provider == "idc" else ""),
+                      offer.instance_type, offer.gpu, str(offer.gpu_count), f"{offer.gpu_memory_gb:g} GB",
+                      offer.pricing.value, _money(offer.price_per_hour * rate(offer), query.currency),
+                      _money(offer.price_per_gpu_hour * rate(offer), query.currency, 3),
+                      "?" if offer.available_nodes is None else str(offer.available_nodes),
+                      _hours_text(offer.min_term_hours), offer.observed_at.date().isoformat())
+    stdout.print(table)
+
+
+@app.command()
+def compare(
+    gpu: GpuOpt = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="How many GPUs you need.")] = 8,
+    hours: Annotated[Optional[float], typer.Option("--hours", help="For how long (default 720).")] = None,
+    months: Annotated[Optional[float], typer.Option("--months", help="For how long, in 730-hour months.")] = None,
+    min_gpu_memory: MinMemOpt = None, gpus_per_node: PerNodeOpt = None, provider: ProviderOpt = None,
+    region: RegionOpt = None, geo: GeoOpt = None, pricing: PricingOpt = None, max_price: MaxPriceOpt = None,
+    currency: CurrencyOpt = "USD", fx: FxOpt = None, output: FormatOpt = OutputFormat.table,
+) -> None:
+    """Cheapest way to get N GPUs for a duration, per provider x pricing model, with the winner's saving."""
+    from pricing.compare import compare as run_compare
+    from pricing.compare import hours_for
+
+    if gpus < 1:
+        raise UserError("--gpus", f"must be at least 1, got {gpus}", "e.g. --gpus 8")
+    duration = hours_for(hours, months)
+    if not _split(gpu) and min_gpu_memory is None:
+        raise UserError("--gpu", "say which GPU to compare", "e.g. --gpu H100 (or --min-gpu-memory 80 for any)")
+    query, fx_table, reader = _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing,
+                                           max_price, currency, fx)
+    result = run_compare(reader.offers(query, fx_table), gpus, duration, query.currency, fx_table)
+    if not result.options:
+        raise UserError("--gpu", "no offers match these filters", "widen --gpu/--region/--geo/--pricing")
+    rows = [_compare_row(result, option) for option in result.options]
+    if output is not OutputFormat.table:
+        _emit_rows(rows, output)
+    else:
+        _print_compare(result, rows, fx_table)
+    if result.winner is None:
+        raise typer.Exit(1)
+
+
+def _compare_row(result, option) -> dict:
+    main = option.main.offer if option.allocations else None
+    saving = result.winner_saving(option)
+    available = [a.offer.available_nodes for a in option.allocations]
+    return {
+        "provider": option.provider,
+        "pricing": option.pricing,
+        "region": main.region if main else None,
+        "regions": sorted({a.offer.region for a in option.allocations}),
+        "instance_type": main.instance_type if main else None,
+        "gpu": main.gpu if main else None,
+        "gpu_count": main.gpu_count if main else None,
+        "nodes": option.nodes,
+        "gpus": option.gpus_provisioned,
+        "hours": option.hours,
+        "billed_hours": max((a.billed_hours for a in option.allocations), default=0.0),
+        "total_cost": round(option.total_cost, 2),
+        "price_per_gpu_hour": round(option.price_per_gpu_hour, 4),
+        "list_price_per_gpu_hour": round(option.list_price_per_gpu_hour, 4),
+        "currency": option.currency,
+        "available": None if None in available or not available else sum(available),
+        "feasible": option.feasible,
+        "max_gpus": option.max_gpus,
+        "winner": option is result.winner,
+        "winner_saving": None if saving is None else round(saving, 2),
+        "winner_saving_pct": None if saving is None or not option.total_cost else round(100 * saving / option.total_cost, 1),
+        "allocations": [{"region": a.offer.region, "zone": a.offer.zone, "instance_type": a.offer.instance_type,
+                         "gpu_count": a.offer.gpu_count, "nodes": a.nodes, "billed_hours": a.billed_hours,
+                         "cost": round(a.cost, 2), "native_price_per_hour": a.offer.price_per_hour,
+                         "native_currency": a.offer.currency, "observed_at": a.offer.observed_at.isoformat()}
+                        for a in option.allocations],
+    }
+
+
+def _print_compare(result, rows: list[dict], fx_table) -> None:
+    currency = result.currency
+    duration = _hours_text(result.hours) + (f" ({result.hours:g} h)" if result.hours % 730 == 0 else "")
+    table = Table(title=f"{result.gpus} x {rows[0]['gpu'] or 'GPU'} for {duration}, prices in {currency}",
+                  title_justify="left")
+    for name, justify in (("#", "right"), ("Provider", "left"), ("Pricing", "left"), ("Region", "left"),
+                          ("Instance", "left"), ("Nodes", "right"), ("GPUs", "right"), ("GPU/h", "right"),
+                          ("Total", "right"), ("Winner saves", "right")):
+        table.add_column(name, justify=justify)
+    for rank, row in enumerate(rows, start=1):
+        if not row["feasible"]:
+            table.add_row("-", row["provider"], row["pricing"], row["region"] or "-", row["instance_type"] or "-",
+                          str(row["nodes"]), str(row["gpus"]), "-", "-",
+                          f"short: max {row['max_gpus']} GPUs", style="dim")
+            continue
+        region = row["region"] + (f" +{len(row['regions']) - 1}" if len(row["regions"]) > 1 else "")
+        instance = row["instance_type"] + (" +mix" if len(row["allocations"]) > 1 else "")
+        saves = "winner" if row["winner"] else (
+            f"{_money(row['winner_saving'], currency, 0)} ({row['winner_saving_pct']:g}%)")
+        table.add_row(str(rank), row["provider"], row["pricing"], region, instance, str(row["nodes"]),
+                      str(row["gpus"]), _money(row["price_per_gpu_hour"], currency, 3),
+                      _money(row["total_cost"], currency, 0), saves, style="bold green" if row["winner"] else None)
+    stdout.print(table)
+    notes = []
+    if any(row["pricing"] == "spot" for row in rows):
+        notes.append("spot capacity can be reclaimed at short notice")
+    if any(row["billed_hours"] > result.hours for row in rows if row["feasible"]):
+        notes.append("minimum terms are charged in full")
+    if any(row["gpus"] > result.gpus for row in rows if row["feasible"]):
+        notes.append("whole nodes are billed")
+    currencies = {a["native_currency"] for row in rows for a in row["allocations"]} - {currency}
+    if currencies:
+        notes.append(f"converted from {', '.join(sorted(currencies))} at FX of {fx_table.as_of}")
+    if notes:
+        stdout.print("Note: " + "; ".join(notes) + ".", style="dim")
+
+
+@app.command("gpus")
+def list_gpus(output: FormatOpt = OutputFormat.table) -> None:
+    """The GPU registry: canonical names, specs and the aliases suppliers use."""
+    rows = [{"gpu": spec.name, "vendor": spec.vendor, "memory_gb": spec.memory_gb,
+             "bandwidth_tbps": spec.bandwidth_tbps, "bf16_tflops": spec.bf16_tflops, "form_factor": spec.form_factor,
+             "aliases": list(spec.aliases)} for spec in map(gpu_registry.spec, gpu_registry.known_names())]
+    if output is not OutputFormat.table:
+        _emit_rows(rows, output)
+        return
+    table = Table(title="GPU registry", title_justify="left")
+    for name in ("GPU", "Vendor", "Memory", "HBM TB/s", "BF16 TFLOPS", "Form", "Aliases"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(row["gpu"], row["vendor"], f"{row['memory_gb']:g} GB", f"{row['bandwidth_tbps']:g}",
+                      f"{row['bf16_tflops']:g}", row["form_factor"], ", ".join(row["aliases"]))
+    stdout.print(table)
+
+
+@catalog_app.command("import-skypilot")
+def import_skypilot(
+    directory: Annotated[Path, typer.Argument(help="SkyPilot catalog root holding <cloud>/vms.csv, e.g. ~/.sky/catalogs/v8")],
+    cloud: Annotated[Optional[list[str]], typer.Option("--cloud", help="Clouds to import (default: all found).")] = None,
+    observed: Annotated[Optional[str], typer.Option("--observed", help="Date the catalog was fetched (default: file time).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and report, write nothing.")] = False,
+) -> None:
+    """Import SkyPilot-format catalogs into the store, reporting every row read, composed, fixed or skipped."""
+    from rich.progress import Progress
+
+    from pricing.skypilot import catalog_files, import_catalog_file
+
+    clouds = [name.lower() for name in _split(cloud)] or None
+    files = catalog_files(directory.expanduser(), clouds)
+    all_offers, reports = [], []
+    with Progress(console=stderr, transient=True) as progress:
+        task = progress.add_task("Reading catalogs", total=len(files))
+        for name, path in files:
+            progress.update(task, description=f"Reading {name}/{path.name}")
+            when = _parse_date(observed, "--observed") if observed else datetime.fromtimestamp(
+                path.stat().st_mtime, timezone.utc)
+            offers_read, report = import_catalog_file(path, name, when)
+            all_offers.extend(offers_read)
+            reports.append(report)
+            progress.advance(task)
+    for report in reports:
+        stdout.print("\n".join(report.summary_lines()), highlight=False)
+    if dry_run:
+        stdout.print(f"Dry run: {len(all_offers):,} offers read, nothing written.")
+        return
+    _store_import(all_offers, f"skypilot:{directory}", "skypilot-catalog",
+                  {"reports": [report.as_dict() for report in reports]})
+
+
+@catalog_app.command("import-idc")
+def import_idc(paths: Annotated[list[Path], typer.Argument(help="IDC offer files (YAML/CSV) or directories.")]) -> None:
+    """Import IDC term offers (docs/idc-format.md) into the store."""
+    from providers.idc import read_idc_files
+
+    found = read_idc_files(paths)
+    _store_import(found, "idc:" + ",".join(str(path) for path in paths), "idc", {"files": [str(p) for p in paths]})
+
+
+def _store_import(found, source: str, kind: str, report: dict) -> None:
+    from pricing.store import open_store
+
+    summary = open_store(settings.database_url()).import_offers(found, source, kind, report)
+    stdout.print(f"Imported {summary.offers:,} offers: {summary.new:,} new, {summary.changed:,} changed, "
+                 f"{summary.unchanged:,} unchanged, {summary.withdrawn:,} withdrawn.")
+
+
+def _parse_date(text: str, field: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(field, f"{text!r} is not a date", "write YYYY-MM-DD") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@catalog_app.command("info")
+def catalog_info(output: FormatOpt = OutputFormat.table) -> None:
+    """What the store holds: offers per provider (regions, GPU types, pricing models) and the import log."""
+    from pricing.fx import FxTable
+    from pricing.query import OfferQuery, OfferReader
+
+    reader = OfferReader(settings.database_url())
+    current = reader.offers(OfferQuery(), FxTable())
+    by_provider: dict[str, dict] = {}
+    for offer in current:
+        entry = by_provider.setdefault(offer.provider, {"provider": offer.provider, "offers": 0, "regions": set(),
+                                                        "gpus": set(), "pricing": set(), "newest": offer.observed_at})
+        entry["offers"] += 1
+        entry["regions"].add(offer.region)
+        entry["gpus"].add(offer.gpu)
+        entry["pricing"].add(offer.pricing.value)
+        entry["newest"] = max(entry["newest"], offer.observed_at)
+    rows = [{"provider": e["provider"], "offers": e["offers"], "regions": len(e["regions"]), "gpu_types": len(e["gpus"]),
+             "pricing": sorted(e["pricing"]), "newest": e["newest"].date().isoformat()}
+            for e in sorted(by_provider.values(), key=lambda e: -e["offers"])]
+    if output is not OutputFormat.table:
+        _emit_rows(rows, output)
+        return
+    table = Table(title=f"Offer store {settings.database_url()}: {len(current):,} current offers, "
+                        f"{sum(r['regions'] for r in rows)} provider-regions, "
+                        f"{len({o.gpu for o in current})} GPU types", title_justify="left")
+    for name in ("Provider", "Offers", "Regions", "GPU types", "Pricing", "Newest data"):
+        table.add_column(name, justify="right" if name in {"Offers", "Regions", "GPU types"} else "left")
+    for row in rows:
+        table.add_row(row["provider"], f"{row['offers']:,}", str(row["regions"]), str(row["gpu_types"]),
+                      ", ".join(row["pricing"]), row["newest"])
+    stdout.print(table)
+
+
+def main() -> None:
+    """Entry point: every user error becomes one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except UserError as error:
+        stderr.print(f"error: {error.line()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.UsageError as error:
+        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        stderr.print(f"error: {error.format_message()}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,171 @@
+"""Reading current offers: the filter value object and the store's read path.
+
+The read path is one SQL text run either through the stdlib ``sqlite3`` driver (SQLite files,
+the default) or through SQLAlchemy (any other URL). Importing SQLAlchemy costs about 0.3 s,
+more than the CLI's whole start-up budget, so read-only commands on the default store skip it;
+the tables themselves are defined once, by the sqlmodel models in ``pricing.store``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gpu_supply import gpus
+from gpu_supply.errors import UserError
+from gpu_supply.geo import GEOS
+from gpu_supply.offer import Offer, PricingModel
+from pricing.fx import FxTable
+
+
+@dataclass(frozen=True)
+class OfferQuery:
+    """Which offers a command looks at. Empty tuples mean "any"."""
+
+    gpus: tuple[str, ...] = ()  # canonical names
+    min_gpu_memory_gb: float | None = None
+    gpus_per_node: tuple[int, ...] = ()
+    providers: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()  # exact names or prefixes
+    geos: tuple[str, ...] = ()
+    pricing: tuple[PricingModel, ...] = ()
+    max_price_per_gpu_hour: float | None = None  # in `currency`
+    currency: str = "USD"
+
+    def matches(self, offer: Offer, fx: FxTable) -> bool:
+        """Everything not already filtered in SQL."""
+        if self.min_gpu_memory_gb is not None and offer.gpu_memory_gb < self.min_gpu_memory_gb:
+            return False
+        if self.gpus_per_node and offer.gpu_count not in self.gpus_per_node:
+            return False
+        if self.regions and not any(offer.region == region or offer.region.startswith(region)
+                                    for region in self.regions):
+            return False
+        if self.geos and offer.geo not in self.geos:
+            return False
+        if self.max_price_per_gpu_hour is not None:
+            price = fx.convert(offer.price_per_gpu_hour, offer.currency, self.currency)
+            if price > self.max_price_per_gpu_hour:
+                return False
+        return True
+
+
+def parse_gpu(raw: str) -> str:
+    """Canonical name for user input, or an error that suggests the closest known names."""
+    canonical = gpus.resolve(raw)
+    if canonical is None:
+        close = gpus.suggest(raw)
+        raise UserError("--gpu", f"unknown GPU {raw!r}",
+                        f"did you mean {', '.join(close)}?" if close else "run `gpu-supply gpus` for the list")
+    return canonical
+
+
+def parse_geo(raw: str) -> str:
+    geo = raw.strip().lower()
+    if geo not in GEOS:
+        raise UserError("--geo", f"unknown geo {raw!r}", f"use one of {', '.join(GEOS)}")
+    return geo
+
+
+def parse_pricing(raw: str) -> PricingModel:
+    try:
+        return PricingModel(raw.strip().lower().replace("-", "_"))
+    except ValueError:
+        raise UserError("--pricing", f"unknown pricing model {raw!r}",
+                        f"use one of {', '.join(model.value for model in PricingModel)}") from None
+
+
+_CURRENT_OFFERS_SQL = """
+SELECT o.provider, o.region, o.zone, o.instance_type, o.gpu, o.gpu_count, o.gpu_memory_gb, o.vcpus, o.ram_gb,
+       o.interconnect, o.pricing, p.price_per_hour, o.currency, o.min_term_hours, p.available_nodes,
+       o.lead_time_days, o.committed, p.source, p.observed_at
+FROM offer o JOIN price_observation p ON p.id = (
+    SELECT q.id FROM price_observation q WHERE q.offer_id = o.id ORDER BY q.observed_at DESC, q.id DESC LIMIT 1)
+WHERE p.price_per_hour IS NOT NULL
+"""
+
+
+def _sql_with_filters(query: OfferQuery) -> tuple[str, dict[str, object]]:
+    sql, params = _CURRENT_OFFERS_SQL, {}
+    for column, values in (("gpu", query.gpus), ("provider", query.providers),
+                           ("pricing", tuple(model.value for model in query.pricing))):
+        if values:
+            names = [f"{column}_{index}" for index in range(len(values))]
+            sql += f" AND o.{column} IN ({', '.join(':' + name for name in names)})"
+            params.update(zip(names, values))
+    return sql, params
+
+
+def _as_utc(value: object) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _to_offer(row) -> Offer:
+    (provider, region, zone, instance_type, gpu, gpu_count, memory, vcpus, ram, interconnect, pricing, price,
+     currency, min_term, available, lead_time, committed, source, observed_at) = row
+    return Offer(provider=provider, region=region, zone=zone, instance_type=instance_type, gpu=gpu,
+                 gpu_count=gpu_count, gpu_memory_gb=memory, vcpus=vcpus, ram_gb=ram, interconnect=interconnect,
+                 pricing=PricingModel(pricing), price_per_hour=price, currency=currency, min_term_hours=min_term,
+                 available_nodes=available, lead_time_days=lead_time, committed=bool(committed), source=source,
+                 observed_at=_as_utc(observed_at))
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, or None for in-memory or non-SQLite URLs."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix):].split("?", 1)[0]
+    return None if not path or path == ":memory:" else Path(path)
+
+
+class OfferReader:
+    """Current offers from the store at ``url``, seeding it from the embedded snapshot on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._path = sqlite_path(url)
+        self.seeded = None  # the ImportSummary when this reader seeded the store
+        if self._path is None or not self._is_seeded():
+            from pricing.snapshot import load_snapshot
+            from pricing.store import Store  # first use, or a server database: the full ORM
+
+            self._store = Store(url)
+            self.seeded = self._store.import_snapshot(load_snapshot())
+
+    def _is_seeded(self) -> bool:
+        from pricing.snapshot import embedded_snapshot_id
+
+        try:
+            rows = self._sqlite_rows("SELECT 1 FROM catalog_import WHERE source = :source LIMIT 1",
+                                     {"source": embedded_snapshot_id()})
+        except sqlite3.OperationalError:  # no file or no tables yet
+            return False
+        return bool(rows)
+
+    def _sqlite_rows(self, sql: str, params: dict[str, object]) -> list[tuple]:
+        if not self._path.exists():
+            raise sqlite3.OperationalError("no database file yet")
+        connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+
+    def _rows(self, sql: str, params: dict[str, object]) -> list[tuple]:
+        if self._path is not None:
+            return self._sqlite_rows(sql, params)
+        from sqlalchemy import text
+
+        with self._store.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql), params)]
+
+    def offers(self, query: OfferQuery, fx: FxTable) -> list[Offer]:
+        sql, params = _sql_with_filters(query)
+        return [offer for offer in map(_to_offer, self._rows(sql, params)) if query.matches(offer, fx)]
+
+    def providers(self) -> list[str]:
+        return [row[0] for row in self._rows("SELECT DISTINCT provider FROM offer ORDER BY provider", {})]

@@ -1,0 +1,223 @@
+"""The offer store: offers and their append-only price history in any SQLAlchemy database.
+
+Tables (sqlmodel): ``offer`` (what is sold: identity and shape), ``price_observation`` (what it
+cost and how many nodes were available, when, from which source; a NULL price records that the
+offer was withdrawn) and ``catalog_import`` (one row per import, with its report). The current
+price of an offer is its latest observation.
+
+Every import runs in one transaction: an import that fails half-way leaves the previous data
+exactly as it was. The first use of a store seeds it from the embedded snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from sqlalchemy import Index, bindparam, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel, create_engine
+
+from gpu_supply.offer import Offer, utcnow
+from pricing.snapshot import Snapshot, load_snapshot
+
+
+class OfferRecord(SQLModel, table=True):
+    __tablename__ = "offer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True)
+    provider: str = Field(index=True)
+    region: str
+    zone: str | None = None
+    instance_type: str
+    gpu: str = Field(index=True)
+    gpu_count: int
+    gpu_memory_gb: float
+    vcpus: float | None = None
+    ram_gb: float | None = None
+    interconnect: str | None = None
+    pricing: str
+    currency: str
+    min_term_hours: float = 0.0
+    lead_time_days: int | None = None
+    committed: bool = False
+    first_seen: datetime
+
+
+class CatalogImport(SQLModel, table=True):
+    __tablename__ = "catalog_import"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True)
+    kind: str
+    imported_at: datetime
+    data_date: str | None = None
+    offers: int = 0
+    report: str = "{}"  # JSON: what the importer read, skipped and fixed
+
+
+class PriceObservation(SQLModel, table=True):
+    __tablename__ = "price_observation"
+    __table_args__ = (Index("ix_observation_latest", "offer_id", "observed_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    offer_id: int = Field(foreign_key="offer.id")
+    import_id: int = Field(foreign_key="catalog_import.id")
+    observed_at: datetime
+    price_per_hour: float | None = None  # None: withdrawn
+    available_nodes: int | None = None
+    source: str
+
+
+_DESCRIPTIVE = ("region", "zone", "instance_type", "gpu_memory_gb", "vcpus", "ram_gb", "interconnect", "currency",
+                "min_term_hours", "lead_time_days", "committed")
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    import_id: int
+    source: str
+    offers: int
+    new: int
+    changed: int
+    unchanged: int
+    withdrawn: int
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC, whatever the database hands back (SQLite returns naive datetimes)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+class Store:
+    """Write side of the store (and the place that creates the schema)."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or create_engine(url)
+        SQLModel.metadata.create_all(self.engine)
+
+    def import_offers(self, offers: Iterable[Offer], source: str, kind: str, report: dict | None = None,
+                      data_date: str | None = None) -> ImportSummary:
+        """Record one observation per offer, in one transaction.
+
+        An import speaks for the (provider, offer source) pairs it contains: offers of those pairs
+        that are current but absent from this import are recorded as withdrawn.
+        """
+        offers = list({offer.key: offer for offer in offers}.values())
+        observed_max = max((offer.observed_at for offer in offers), default=utcnow())
+        with self.engine.begin() as connection:
+            import_id = connection.execute(insert(CatalogImport).values(
+                source=source, kind=kind, imported_at=_utc(utcnow()), data_date=data_date,
+                offers=len(offers), report=json.dumps(report or {}))).inserted_primary_key[0]
+            offer_table = OfferRecord.__table__
+            keys = [offer.key for offer in offers]
+            existing: dict[str, dict] = {}
+            for chunk_start in range(0, len(keys), 500):
+                chunk = keys[chunk_start:chunk_start + 500]
+                for row in connection.execute(select(offer_table).where(offer_table.c.key.in_(chunk))).mappings():
+                    existing[row["key"]] = dict(row)
+            fresh = [offer for offer in offers if offer.key not in existing]
+            if fresh:
+                connection.execute(insert(offer_table), [
+                    {"key": offer.key, "provider": offer.provider, "gpu": offer.gpu, "gpu_count": offer.gpu_count,
+                     "pricing": offer.pricing.value, "first_seen": _utc(offer.observed_at),
+                     **{name: getattr(offer, name) for name in _DESCRIPTIVE}} for offer in fresh])
+                for chunk_start in range(0, len(fresh), 500):
+                    chunk = [offer.key for offer in fresh[chunk_start:chunk_start + 500]]
+                    for row in connection.execute(select(offer_table).where(offer_table.c.key.in_(chunk))).mappings():
+                        existing[row["key"]] = dict(row)
+            fresh_keys = {offer.key for offer in fresh}
+            changed_shape = [{"record_id": existing[offer.key]["id"], **{name: getattr(offer, name) for name in _DESCRIPTIVE}}
+                             for offer in offers if offer.key not in fresh_keys
+                             and any(existing[offer.key][name] != getattr(offer, name) for name in _DESCRIPTIVE)]
+            if changed_shape:
+                connection.execute(update(offer_table).where(offer_table.c.id == bindparam("record_id"))
+                                   .values({name: bindparam(name) for name in _DESCRIPTIVE}), changed_shape)
+            current = self._current_by_offer_id(connection, providers={offer.provider for offer in offers})
+            scopes = {(offer.provider, offer.source) for offer in offers}
+            observations = []
+            new = changed = unchanged = 0
+            for offer in offers:
+                offer_id = existing[offer.key]["id"]
+                previous = current.get(offer_id)
+                if previous is None or previous["price_per_hour"] is None:
+                    new += 1
+                elif (previous["price_per_hour"], previous["available_nodes"]) != (offer.price_per_hour,
+                                                                                   offer.available_nodes):
+                    changed += 1
+                else:
+                    unchanged += 1
+                observations.append({"offer_id": offer_id, "import_id": import_id,
+                                     "observed_at": _utc(offer.observed_at),
+                                     "price_per_hour": offer.price_per_hour,
+                                     "available_nodes": offer.available_nodes, "source": offer.source})
+            seen_ids = {existing[offer.key]["id"] for offer in offers}
+            withdrawn = [{"offer_id": offer_id, "import_id": import_id, "observed_at": _utc(observed_max),
+                          "price_per_hour": None, "available_nodes": None, "source": row["source"]}
+                         for offer_id, row in current.items()
+                         if offer_id not in seen_ids and row["price_per_hour"] is not None
+                         and (row["provider"], row["source"]) in scopes
+                         and _utc(row["observed_at"]) <= _utc(observed_max)]
+            if observations or withdrawn:
+                connection.execute(insert(PriceObservation), observations + withdrawn)
+        return ImportSummary(import_id, source, len(offers), new, changed, unchanged, len(withdrawn))
+
+    @staticmethod
+    def _current_by_offer_id(connection, providers: set[str]) -> dict[int, dict]:
+        """Latest observation of every offer of these providers."""
+        observation = PriceObservation.__table__
+        offer_table = OfferRecord.__table__
+        latest = (select(observation.c.offer_id, func.max(observation.c.observed_at).label("observed_at"))
+                  .group_by(observation.c.offer_id).subquery())
+        rows = connection.execute(
+            select(observation.c.offer_id, observation.c.id, observation.c.price_per_hour,
+                   observation.c.available_nodes, observation.c.source, observation.c.observed_at,
+                   offer_table.c.provider)
+            .join(latest, (latest.c.offer_id == observation.c.offer_id)
+                  & (latest.c.observed_at == observation.c.observed_at))
+            .join(offer_table, offer_table.c.id == observation.c.offer_id)
+            .where(offer_table.c.provider.in_(sorted(providers)))).mappings()
+        current: dict[int, dict] = {}
+        for row in rows:  # ties on observed_at: the later row wins
+            if row["offer_id"] not in current or row["id"] > current[row["offer_id"]]["id"]:
+                current[row["offer_id"]] = dict(row)
+        return current
+
+    def import_snapshot(self, snapshot: Snapshot) -> ImportSummary | None:
+        """Seed from a snapshot once; later calls with the same snapshot do nothing."""
+        with self.engine.connect() as connection:
+            done = connection.execute(select(func.count()).select_from(CatalogImport)
+                                      .where(CatalogImport.source == snapshot.source_id)).scalar_one()
+        if done:
+            return None
+        return self.import_offers(snapshot.offers, snapshot.source_id, kind="snapshot",
+                                  report={"sources": snapshot.header["sources"]},
+                                  data_date=snapshot.header["data_date"])
+
+    def imports(self) -> list[dict]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(CatalogImport).order_by(CatalogImport.id)).mappings()
+            return [dict(row) for row in rows]
+
+    def history(self, key: str) -> list[dict]:
+        """Every observation of one offer, oldest first."""
+        observation = PriceObservation.__table__
+        offer_table = OfferRecord.__table__
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(observation.c.observed_at, observation.c.price_per_hour, observation.c.available_nodes,
+                       observation.c.source)
+                .join(offer_table, offer_table.c.id == observation.c.offer_id)
+                .where(offer_table.c.key == key).order_by(observation.c.observed_at, observation.c.id)).mappings()
+            return [dict(row) for row in rows]
+
+
+def open_store(url: str) -> Store:
+    """A store with the schema in place and the embedded snapshot imported."""
+    store = Store(url)
+    store.import_snapshot(load_snapshot())
+    return store
