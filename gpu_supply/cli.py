@@ -17,7 +17,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Iterable, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -26,7 +25,7 @@ from gpu_supply import gpus as gpu_registry
 from gpu_supply import settings
 from gpu_supply.errors import UserError
 
-app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False,
+app = typer.Typer(help="Compare what GPU capacity costs at every supplier, region and pricing model.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode=None)
 catalog_app = typer.Typer(help="Manage the offer store: import catalogs and IDC offers, show what it holds.",
                           no_args_is_help=True)
@@ -399,10 +398,16 @@ def main() -> None:
     except UserError as error:
         stderr.print(f"error: {error.line()}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.UsageError as error:
-        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
-        stderr.print(f"error: {error.format_message()}{hint}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
+    except Exception as error:  # typer's (vendored click) usage errors all carry these two
+        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+            raise
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+            stdout.print(context.get_help(), highlight=False)
+            sys.exit(0)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        stderr.print(f"error: {error.format_message()}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

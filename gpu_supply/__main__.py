@@ -1,0 +1,3 @@
+from gpu_supply.cli import main
+
+main()

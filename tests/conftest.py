@@ -1,0 +1,51 @@
+"""Shared fixtures: a throwaway store per test (seeded once per session and copied), offer factories."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from gpu_supply.offer import Offer, PricingModel
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parent.parent
+
+
+def make_offer(**overrides) -> Offer:
+    """An offer with sensible defaults; tests override only what they are about."""
+    fields = dict(provider="aws", region="us-east-1", zone=None, instance_type="p5.48xlarge", gpu="H100", gpu_count=8,
+                  gpu_memory_gb=80.0, pricing=PricingModel.ON_DEMAND, price_per_hour=80.0, currency="USD",
+                  observed_at=datetime(2026, 11, 1, tzinfo=timezone.utc), source="test")
+    fields.update(overrides)
+    return Offer(**fields)
+
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory) -> Path:
+    """A store seeded from the embedded snapshot, built once; tests get copies."""
+    from pricing.store import open_store
+
+    path = tmp_path_factory.mktemp("template") / "seeded.db"
+    open_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def seeded_db(seeded_template, tmp_path, monkeypatch) -> str:
+    path = tmp_path / "store.db"
+    shutil.copy(seeded_template, path)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("GPU_SUPPLY_DB", url)
+    monkeypatch.setenv("GPU_SUPPLY_CONFIG", str(tmp_path / "no-config.toml"))
+    return url
+
+
+@pytest.fixture
+def empty_db(tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    monkeypatch.setenv("GPU_SUPPLY_DB", url)
+    monkeypatch.setenv("GPU_SUPPLY_CONFIG", str(tmp_path / "no-config.toml"))
+    return url
