@@ -63,42 +63,17 @@ def _split(values: Optional[Iterable[str]]) -> list[str]:
 def _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing, max_price, currency, fx):
     """Validate the shared filters into an OfferQuery, an FX table and a reader of the store."""
     from pricing.fx import load_fx
-    from pricing.query import OfferQuery, OfferReader, parse_geo, parse_gpu, parse_pricing
+    from pricing.query import OfferReader, build_query
 
-    if min_gpu_memory is not None and min_gpu_memory < 0:
-        raise UserError("--min-gpu-memory", f"must be >= 0, got {min_gpu_memory:g}", "e.g. --min-gpu-memory 80")
-    if max_price is not None and max_price < 0:
-        raise UserError("--max-price", f"must be >= 0, got {max_price:g}", "give a price per GPU-hour")
-    per_node = []
-    for value in _split(gpus_per_node):
-        if not value.isdigit() or int(value) < 1:
-            raise UserError("--gpus-per-node", f"{value!r} is not a positive whole number", "e.g. --gpus-per-node 8")
-        per_node.append(int(value))
     fx_table = load_fx(fx, settings.load_config())
-    code = currency.strip().upper()
-    fx_table.rate(code)  # unknown currency: clear error now
     reader = OfferReader(settings.database_url())
     if reader.seeded is not None:
         stderr.print(f"[dim]Seeded the offer store from the embedded snapshot "
                      f"({reader.seeded.offers:,} offers) at {settings.database_url()}[/dim]")
-    providers = [name.lower() for name in _split(provider)]
-    if providers:
-        known = reader.providers()
-        unknown = [name for name in providers if name not in known]
-        if unknown:
-            raise UserError("--provider", f"unknown provider {', '.join(map(repr, unknown))}",
-                            f"known: {', '.join(known)}")
-    query = OfferQuery(
-        gpus=tuple(dict.fromkeys(parse_gpu(name) for name in _split(gpu))),
-        min_gpu_memory_gb=min_gpu_memory,
-        gpus_per_node=tuple(per_node),
-        providers=tuple(providers),
-        regions=tuple(_split(region)),
-        geos=tuple(parse_geo(name) for name in _split(geo)),
-        pricing=tuple(parse_pricing(name) for name in _split(pricing)),
-        max_price_per_gpu_hour=max_price,
-        currency=code,
-    )
+    query = build_query(gpus=_split(gpu), min_gpu_memory=min_gpu_memory, gpus_per_node=_split(gpus_per_node),
+                        providers=_split(provider), regions=_split(region), geos=_split(geo), pricing=_split(pricing),
+                        max_price=max_price, currency=currency, known_providers=reader.providers() if provider else None,
+                        fx=fx_table)
     return query, fx_table, reader
 
 
@@ -142,19 +117,14 @@ def offers(
         raise UserError("--limit", f"must be >= 0, got {limit}", "use 0 for all rows")
     query, fx_table, reader = _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing,
                                            max_price, currency, fx)
+    from pricing.query import offer_row
+
     found = reader.offers(query, fx_table)
     rate = lambda offer: fx_table.convert(1.0, offer.currency, query.currency)  # noqa: E731
     found.sort(key=lambda offer: (offer.price_per_gpu_hour * rate(offer), offer.key))
     shown = found[:limit] if limit else found
     if output is not OutputFormat.table:
-        rows = []
-        for offer in shown:
-            row = offer.as_row()
-            row.update(price_per_hour=offer.price_per_hour * rate(offer),
-                       price_per_gpu_hour=offer.price_per_gpu_hour * rate(offer), currency=query.currency,
-                       native_price_per_hour=offer.price_per_hour, native_currency=offer.currency)
-            rows.append(row)
-        _emit_rows(rows, output)
+        _emit_rows([offer_row(offer, query.currency, fx_table) for offer in shown], output)
         return
     if not found:
         stderr.print("No offers match these filters.")
@@ -187,8 +157,8 @@ def compare(
     currency: CurrencyOpt = "USD", fx: FxOpt = None, output: FormatOpt = OutputFormat.table,
 ) -> None:
     """Cheapest way to get N GPUs for a duration, per provider x pricing model, with the winner's saving."""
-    from pricing.compare import compare as run_compare
-    from pricing.compare import hours_for
+    from pricing.comparison import compare as run_compare
+    from pricing.comparison import hours_for
 
     if gpus < 1:
         raise UserError("--gpus", f"must be at least 1, got {gpus}", "e.g. --gpus 8")
@@ -200,47 +170,13 @@ def compare(
     result = run_compare(reader.offers(query, fx_table), gpus, duration, query.currency, fx_table)
     if not result.options:
         raise UserError("--gpu", "no offers match these filters", "widen --gpu/--region/--geo/--pricing")
-    rows = [_compare_row(result, option) for option in result.options]
+    rows = result.rows()
     if output is not OutputFormat.table:
         _emit_rows(rows, output)
     else:
         _print_compare(result, rows, fx_table)
     if result.winner is None:
         raise typer.Exit(1)
-
-
-def _compare_row(result, option) -> dict:
-    main = option.main.offer if option.allocations else None
-    saving = result.winner_saving(option)
-    available = [a.offer.available_nodes for a in option.allocations]
-    return {
-        "provider": option.provider,
-        "pricing": option.pricing,
-        "region": main.region if main else None,
-        "regions": sorted({a.offer.region for a in option.allocations}),
-        "instance_type": main.instance_type if main else None,
-        "gpu": main.gpu if main else None,
-        "gpu_count": main.gpu_count if main else None,
-        "nodes": option.nodes,
-        "gpus": option.gpus_provisioned,
-        "hours": option.hours,
-        "billed_hours": max((a.billed_hours for a in option.allocations), default=0.0),
-        "total_cost": round(option.total_cost, 2),
-        "price_per_gpu_hour": round(option.price_per_gpu_hour, 4),
-        "list_price_per_gpu_hour": round(option.list_price_per_gpu_hour, 4),
-        "currency": option.currency,
-        "available": None if None in available or not available else sum(available),
-        "feasible": option.feasible,
-        "max_gpus": option.max_gpus,
-        "winner": option is result.winner,
-        "winner_saving": None if saving is None else round(saving, 2),
-        "winner_saving_pct": None if saving is None or not option.total_cost else round(100 * saving / option.total_cost, 1),
-        "allocations": [{"region": a.offer.region, "zone": a.offer.zone, "instance_type": a.offer.instance_type,
-                         "gpu_count": a.offer.gpu_count, "nodes": a.nodes, "billed_hours": a.billed_hours,
-                         "cost": round(a.cost, 2), "native_price_per_hour": a.offer.price_per_hour,
-                         "native_currency": a.offer.currency, "observed_at": a.offer.observed_at.isoformat()}
-                        for a in option.allocations],
-    }
 
 
 def _print_compare(result, rows: list[dict], fx_table) -> None:

@@ -52,6 +52,49 @@ class OfferQuery:
         return True
 
 
+def build_query(*, gpus: list[str] = (), min_gpu_memory: float | None = None, gpus_per_node: list = (),
+                providers: list[str] = (), regions: list[str] = (), geos: list[str] = (), pricing: list[str] = (),
+                max_price: float | None = None, currency: str = "USD", known_providers: list[str] | None = None,
+                fx: FxTable | None = None) -> OfferQuery:
+    """Validate user-given filters (names as typed) into an OfferQuery; errors name the option."""
+    if min_gpu_memory is not None and min_gpu_memory < 0:
+        raise UserError("--min-gpu-memory", f"must be >= 0, got {min_gpu_memory:g}", "e.g. --min-gpu-memory 80")
+    if max_price is not None and max_price < 0:
+        raise UserError("--max-price", f"must be >= 0, got {max_price:g}", "give a price per GPU-hour")
+    per_node = []
+    for value in gpus_per_node:
+        if not str(value).strip().isdigit() or int(value) < 1:
+            raise UserError("--gpus-per-node", f"{value!r} is not a positive whole number", "e.g. --gpus-per-node 8")
+        per_node.append(int(value))
+    names = [name.strip().lower() for name in providers]
+    if known_providers is not None:
+        unknown = [name for name in names if name not in known_providers]
+        if unknown:
+            raise UserError("--provider", f"unknown provider {', '.join(map(repr, unknown))}",
+                            f"known: {', '.join(known_providers)}")
+    code = currency.strip().upper()
+    (fx or FxTable()).rate(code)  # an unknown currency fails here, with the fix
+    return OfferQuery(
+        gpus=tuple(dict.fromkeys(parse_gpu(name) for name in gpus)),
+        min_gpu_memory_gb=min_gpu_memory,
+        gpus_per_node=tuple(per_node),
+        providers=tuple(names),
+        regions=tuple(region.strip() for region in regions),
+        geos=tuple(parse_geo(name) for name in geos),
+        pricing=tuple(parse_pricing(name) for name in pricing),
+        max_price_per_gpu_hour=max_price,
+        currency=code,
+    )
+
+
+def offer_row(offer: Offer, currency: str, fx: FxTable) -> dict[str, object]:
+    """An offer's row with prices in ``currency``; the supplier's own figure stays alongside."""
+    rate = fx.convert(1.0, offer.currency, currency)
+    return {**offer.as_row(), "price_per_hour": offer.price_per_hour * rate,
+            "price_per_gpu_hour": offer.price_per_gpu_hour * rate, "currency": currency,
+            "native_price_per_hour": offer.price_per_hour, "native_currency": offer.currency}
+
+
 def parse_gpu(raw: str) -> str:
     """Canonical name for user input, or an error that suggests the closest known names."""
     canonical = gpus.resolve(raw)

@@ -203,6 +203,17 @@ class Store:
             rows = connection.execute(select(CatalogImport).order_by(CatalogImport.id)).mappings()
             return [dict(row) for row in rows]
 
+    def keys_like(self, provider: str, region: str, instance_type: str, pricing: str, zone: str | None) -> list[str]:
+        """Keys of the offers with these fields (any zone when ``zone`` is None)."""
+        offer_table = OfferRecord.__table__
+        condition = ((offer_table.c.provider == provider) & (offer_table.c.region == region)
+                     & (offer_table.c.instance_type == instance_type) & (offer_table.c.pricing == pricing))
+        if zone is not None:
+            condition &= offer_table.c.zone == zone
+        with self.engine.connect() as connection:
+            return list(connection.execute(select(offer_table.c.key).where(condition).order_by(offer_table.c.key))
+                        .scalars())
+
     def history(self, key: str) -> list[dict]:
         """Every observation of one offer, oldest first."""
         observation = PriceObservation.__table__

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from conftest import make_offer
 from gpu_supply.errors import UserError
 from gpu_supply.offer import HOURS_PER_MONTH, PricingModel
-from pricing.compare import cheapest_allocation, compare, hours_for
+from pricing.comparison import cheapest_allocation, compare, hours_for
 from pricing.fx import FxTable
 
 FX = FxTable()
@@ -133,3 +133,10 @@ def test_dp_matches_brute_force(offers, gpus, hours):
         assert sum(a.gpus for a in allocations) >= gpus
         for allocation in allocations:
             assert allocation.offer.available_nodes is None or allocation.nodes <= allocation.offer.available_nodes
+
+
+def test_equal_cost_prefers_fewer_nodes():
+    one_gpu = make_offer(instance_type="p5.4xlarge", gpu_count=1, price_per_hour=6.88)
+    eight_gpu = make_offer(instance_type="p5.48xlarge", gpu_count=8, price_per_hour=55.04)
+    allocations, _ = cheapest_allocation([one_gpu, eight_gpu], 8, 1.0, "USD", FX)
+    assert [(a.offer.instance_type, a.nodes) for a in allocations] == [("p5.48xlarge", 1)]

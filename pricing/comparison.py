@@ -95,6 +95,44 @@ class Comparison:
         winner = self.winner
         return option.total_cost - winner.total_cost if winner and option.feasible else None
 
+    def rows(self) -> list[dict]:
+        """One flat row per option: the JSON/CSV/DataFrame contract of a comparison."""
+        return [self._row(option) for option in self.options]
+
+    def _row(self, option: Option) -> dict:
+        main = option.main.offer if option.allocations else None
+        saving = self.winner_saving(option)
+        available = [allocation.offer.available_nodes for allocation in option.allocations]
+        return {
+            "provider": option.provider,
+            "pricing": option.pricing,
+            "region": main.region if main else None,
+            "regions": sorted({allocation.offer.region for allocation in option.allocations}),
+            "instance_type": main.instance_type if main else None,
+            "gpu": main.gpu if main else None,
+            "gpu_count": main.gpu_count if main else None,
+            "nodes": option.nodes,
+            "gpus": option.gpus_provisioned,
+            "hours": option.hours,
+            "billed_hours": max((allocation.billed_hours for allocation in option.allocations), default=0.0),
+            "total_cost": round(option.total_cost, 2),
+            "price_per_gpu_hour": round(option.price_per_gpu_hour, 4),
+            "list_price_per_gpu_hour": round(option.list_price_per_gpu_hour, 4),
+            "currency": option.currency,
+            "available": None if None in available or not available else sum(available),
+            "feasible": option.feasible,
+            "max_gpus": option.max_gpus,
+            "winner": option is self.winner,
+            "winner_saving": None if saving is None else round(saving, 2),
+            "winner_saving_pct": None if saving is None or not option.total_cost
+            else round(100 * saving / option.total_cost, 1),
+            "allocations": [{"region": a.offer.region, "zone": a.offer.zone, "instance_type": a.offer.instance_type,
+                             "gpu_count": a.offer.gpu_count, "nodes": a.nodes, "billed_hours": a.billed_hours,
+                             "cost": round(a.cost, 2), "native_price_per_hour": a.offer.price_per_hour,
+                             "native_currency": a.offer.currency, "observed_at": a.offer.observed_at.isoformat()}
+                            for a in option.allocations],
+        }
+
 
 def hours_for(hours: float | None, months: float | None) -> float:
     """The request's duration from ``--hours`` or ``--months`` (730 h each)."""
@@ -170,8 +208,9 @@ def _cover(ladders: dict[int, list[tuple[float, float, Offer]]], gpus: int) -> d
     for size in sizes:
         for cost, _, _ in ladders[size][fixed[size]:]:
             prefix[size].append(prefix[size][-1] + cost)
-    infinity = math.inf
-    best = [0.0] + [infinity] * remaining  # best[k]: cheapest cover of at least k GPUs
+    infinity = (math.inf, math.inf)
+    # best[k]: (cost, nodes) of the cheapest cover of at least k GPUs; equal costs prefer fewer nodes.
+    best = [(0.0, 0)] + [infinity] * remaining
     choices: list[list[int]] = []
     for size in sizes:
         costs = prefix[size]
@@ -180,7 +219,8 @@ def _cover(ladders: dict[int, list[tuple[float, float, Offer]]], gpus: int) -> d
         for covered in range(remaining + 1):
             for count in range(len(costs)):
                 before = covered - count * size
-                value = (best[before] if before > 0 else 0.0) + costs[count]
+                base_cost, base_nodes = best[before] if before > 0 else (0.0, 0)
+                value = (round(base_cost + costs[count], 9), base_nodes + count)
                 if value < new_best[covered]:
                     new_best[covered], choice[covered] = value, count
                 if before <= 0:

@@ -1,0 +1,85 @@
+"""Python API for notebooks: current offers and cost comparisons as pandas DataFrames.
+
+Same filters, validation and numbers as the CLI (``gpu-supply offers`` / ``compare``); filters
+take a string, a comma-separated string or a list. ``db`` defaults to ``GPU_SUPPLY_DB`` or the
+user's store, which is seeded from the embedded snapshot on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from gpu_supply import settings
+from pricing.comparison import compare as compare_offers
+from pricing.comparison import hours_for
+from pricing.fx import FxTable, load_fx
+from pricing.query import OfferQuery, OfferReader, build_query, offer_row
+
+Names = str | Iterable[str] | None
+
+
+def _names(value: Names) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def _fx(fx: FxTable | Mapping[str, float] | None) -> FxTable:
+    if isinstance(fx, FxTable):
+        return fx
+    return load_fx([f"{code}={rate}" for code, rate in (fx or {}).items()], settings.load_config())
+
+
+def _select(db: str | None, fx: FxTable, **filters) -> tuple[OfferReader, OfferQuery]:
+    reader = OfferReader(db or settings.database_url())
+    query = build_query(
+        gpus=_names(filters["gpu"]), min_gpu_memory=filters["min_gpu_memory"],
+        gpus_per_node=[str(n) for n in _names(filters["gpus_per_node"])], providers=_names(filters["providers"]),
+        regions=_names(filters["region"]), geos=_names(filters["geo"]), pricing=_names(filters["pricing"]),
+        max_price=filters["max_price"], currency=filters["currency"],
+        known_providers=reader.providers() if filters["providers"] else None, fx=fx)
+    return reader, query
+
+
+def offers_frame(gpu: Names = None, *, providers: Names = None, pricing: Names = None, region: Names = None,
+                 geo: Names = None, min_gpu_memory: float | None = None, gpus_per_node: Names = None,
+                 max_price: float | None = None, currency: str = "USD",
+                 fx: FxTable | Mapping[str, float] | None = None, db: str | None = None) -> pd.DataFrame:
+    """Current offers, cheapest per GPU-hour first, prices in ``currency``."""
+    table = _fx(fx)
+    reader, query = _select(db, table, gpu=gpu, providers=providers, pricing=pricing, region=region, geo=geo,
+                            min_gpu_memory=min_gpu_memory, gpus_per_node=gpus_per_node, max_price=max_price,
+                            currency=currency)
+    frame = pd.DataFrame([offer_row(offer, query.currency, table) for offer in reader.offers(query, table)])
+    if frame.empty:
+        return frame
+    frame["observed_at"] = pd.to_datetime(frame["observed_at"], utc=True)
+    return frame.sort_values(["price_per_gpu_hour", "provider", "region"], ignore_index=True)
+
+
+def compare(gpu: Names, gpus: int = 8, *, hours: float | None = None, months: float | None = None,
+            providers: Names = None, pricing: Names = None, region: Names = None, geo: Names = None,
+            min_gpu_memory: float | None = None, gpus_per_node: Names = None, max_price: float | None = None,
+            currency: str = "USD", fx: FxTable | Mapping[str, float] | None = None,
+            db: str | None = None) -> pd.DataFrame:
+    """Cheapest way to get ``gpus`` GPUs per provider x pricing model; winner first, shortfalls last."""
+    table = _fx(fx)
+    reader, query = _select(db, table, gpu=gpu, providers=providers, pricing=pricing, region=region, geo=geo,
+                            min_gpu_memory=min_gpu_memory, gpus_per_node=gpus_per_node, max_price=max_price,
+                            currency=currency)
+    result = compare_offers(reader.offers(query, table), gpus, hours_for(hours, months), query.currency, table)
+    return pd.DataFrame(result.rows())
+
+
+def price_history(provider: str, region: str, instance_type: str, pricing: str = "on_demand", *,
+                  zone: str | None = None, db: str | None = None) -> pd.DataFrame:
+    """Every observation of the offers matching these fields (all GPU counts), oldest first."""
+    from pricing.store import open_store
+
+    store = open_store(db or settings.database_url())
+    rows = [{**row, "key": key} for key in store.keys_like(provider, region, instance_type, pricing, zone)
+            for row in store.history(key)]
+    return pd.DataFrame(rows)
