@@ -21,6 +21,9 @@ from pricing.fx import FxTable
 # greedily by effective price per GPU and only the last GREEDY_TAIL_GPUS are solved exactly.
 DP_STEP_LIMIT = 2_000_000
 GREEDY_TAIL_GPUS = 256
+# A fleet from one offer (one zone, one node shape) is far simpler to run than a mix; it wins
+# over the exact optimum when it costs at most this much more.
+UNIFORM_FLEET_TOLERANCE = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +186,23 @@ def cheapest_allocation(offers: Sequence[Offer], gpus: int, hours: float, curren
         ladders[size] = ladder
     if not unbounded and capacity < gpus:
         return _take_counts(ladders, {size: len(ladder) for size, ladder in ladders.items()}), capacity
-    counts = _cover(ladders, gpus)
-    return _take_counts(ladders, counts), None
+    best = _take_counts(ladders, _cover(ladders, gpus))
+    uniform = _cheapest_uniform_fleet(by_size, gpus)
+    if uniform is not None and uniform.cost <= sum(a.cost for a in best) * (1 + UNIFORM_FLEET_TOLERANCE):
+        return (uniform,), None
+    return best, None
+
+
+def _cheapest_uniform_fleet(by_size: dict[int, list[tuple[float, float, Offer]]], gpus: int) -> Allocation | None:
+    """The cheapest way to cover the request from a single offer, where one has the capacity."""
+    candidates = []
+    for size, entries in by_size.items():
+        nodes = math.ceil(gpus / size)
+        for cost, billed, offer in entries:
+            if offer.available_nodes is None or offer.available_nodes >= nodes:
+                candidates.append(Allocation(offer, nodes, billed, cost * nodes))
+    return min(candidates, key=lambda allocation: (allocation.cost, allocation.nodes, allocation.offer.key),
+               default=None)
 
 
 def _cover(ladders: dict[int, list[tuple[float, float, Offer]]], gpus: int) -> dict[int, int]:
