@@ -91,6 +91,37 @@ def _hours_text(hours: float) -> str:
     return f"{months:g} mo" if months >= 1 and float(months).is_integer() else f"{hours:g} h"
 
 
+FOLDING = {"Region", "Instance"}  # free text: folds onto more lines on narrow terminals
+
+
+def _print_table(title: str, columns: list[tuple[str, str]], rows: list[tuple[list[str], str | None]],
+                 drop_first: list[str]) -> None:
+    """Print a table, leaving out the ``drop_first`` columns (in order) until it fits the console."""
+    kept = [name for name, _ in columns]
+
+    def needed(names: list[str]) -> int:
+        widths = []
+        for name in names:
+            index = [column for column, _ in columns].index(name)
+            longest = max([len(name)] + [len(cells[index]) for cells, _ in rows])
+            widths.append(min(longest, 12) if name in FOLDING else longest)
+        return sum(widths) + 3 * len(names) + 1
+
+    for name in drop_first:
+        if needed(kept) <= stdout.width:
+            break
+        kept.remove(name)
+    table = Table(title=title, title_justify="left")
+    for name, justify in columns:
+        if name in kept:
+            table.add_column(name, justify=justify, **({"overflow": "fold", "min_width": 8} if name in FOLDING
+                                                        else {"no_wrap": True}))
+    positions = [index for index, (name, _) in enumerate(columns) if name in kept]
+    for cells, style in rows:
+        table.add_row(*(cells[index] for index in positions), style=style)
+    stdout.print(table)
+
+
 def _emit_rows(rows: list[dict], output: OutputFormat) -> None:
     if output is OutputFormat.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
@@ -129,21 +160,16 @@ def offers(
     if not found:
         stderr.print("No offers match these filters.")
         return
-    table = Table(title=f"{len(found):,} offers" + (f" (cheapest {len(shown)})" if len(shown) < len(found) else ""),
-                  title_justify="left")
-    for name, justify in (("Provider", "left"), ("Region", "left"), ("Instance", "left"), ("GPU", "left"),
-                          ("GPUs", "right"), ("Mem/GPU", "right"), ("Pricing", "left"),
-                          ("Node/h", "right"), ("GPU/h", "right"), ("Avail", "right"), ("Min term", "right"),
-                          ("Observed", "left")):
-        table.add_column(name, justify=justify)
-    for offer in shown:
-        table.add_row(offer.provider, offer.region + (f" ({offer.zone})" if offer.zone and offer.provider == "idc" else ""),
-                      offer.instance_type, offer.gpu, str(offer.gpu_count), f"{offer.gpu_memory_gb:g} GB",
-                      offer.pricing.value, _money(offer.price_per_hour * rate(offer), query.currency),
-                      _money(offer.price_per_gpu_hour * rate(offer), query.currency, 3),
-                      "?" if offer.available_nodes is None else str(offer.available_nodes),
-                      _hours_text(offer.min_term_hours), offer.observed_at.date().isoformat())
-    stdout.print(table)
+    columns = [("Provider", "left"), ("Region", "left"), ("Instance", "left"), ("GPU", "left"), ("GPUs", "right"),
+               ("Mem/GPU", "right"), ("Pricing", "left"), ("Node/h", "right"), ("GPU/h", "right"), ("Avail", "right"),
+               ("Min term", "right"), ("Observed", "left")]
+    rows = [([offer.provider, offer.region, offer.instance_type, offer.gpu, str(offer.gpu_count),
+              f"{offer.gpu_memory_gb:g} GB", offer.pricing.value, _money(offer.price_per_hour * rate(offer), query.currency),
+              _money(offer.price_per_gpu_hour * rate(offer), query.currency, 3),
+              "?" if offer.available_nodes is None else str(offer.available_nodes),
+              _hours_text(offer.min_term_hours), offer.observed_at.date().isoformat()], None) for offer in shown]
+    title = f"{len(found):,} offers" + (f" (cheapest {len(shown)})" if len(shown) < len(found) else "")
+    _print_table(title, columns, rows, drop_first=["Observed", "Mem/GPU", "Node/h", "Min term", "Avail"])
 
 
 @app.command()
@@ -182,26 +208,23 @@ def compare(
 def _print_compare(result, rows: list[dict], fx_table) -> None:
     currency = result.currency
     duration = _hours_text(result.hours) + (f" ({result.hours:g} h)" if result.hours % 730 == 0 else "")
-    table = Table(title=f"{result.gpus} x {rows[0]['gpu'] or 'GPU'} for {duration}, prices in {currency}",
-                  title_justify="left")
-    for name, justify in (("#", "right"), ("Provider", "left"), ("Pricing", "left"), ("Region", "left"),
-                          ("Instance", "left"), ("Nodes", "right"), ("GPUs", "right"), ("GPU/h", "right"),
-                          ("Total", "right"), ("Winner saves", "right")):
-        table.add_column(name, justify=justify)
+    title = f"{result.gpus} x {rows[0]['gpu'] or 'GPU'} for {duration}, prices in {currency}"
+    columns = [("#", "right"), ("Provider", "left"), ("Pricing", "left"), ("Region", "left"), ("Instance", "left"),
+               ("Nodes", "right"), ("GPUs", "right"), ("GPU/h", "right"), ("Total", "right"), ("Winner saves", "right")]
+    lines = []
     for rank, row in enumerate(rows, start=1):
         if not row["feasible"]:
-            table.add_row("-", row["provider"], row["pricing"], row["region"] or "-", row["instance_type"] or "-",
-                          str(row["nodes"]), str(row["gpus"]), "-", "-",
-                          f"short: max {row['max_gpus']} GPUs", style="dim")
+            lines.append((["-", row["provider"], row["pricing"], row["region"] or "-", row["instance_type"] or "-",
+                           str(row["nodes"]), str(row["gpus"]), "-", "-", f"short: max {row['max_gpus']} GPUs"], "dim"))
             continue
         region = row["region"] + (f" +{len(row['regions']) - 1}" if len(row["regions"]) > 1 else "")
         instance = row["instance_type"] + (" +mix" if len(row["allocations"]) > 1 else "")
         saves = "winner" if row["winner"] else (
             f"{_money(row['winner_saving'], currency, 0)} ({row['winner_saving_pct']:g}%)")
-        table.add_row(str(rank), row["provider"], row["pricing"], region, instance, str(row["nodes"]),
-                      str(row["gpus"]), _money(row["price_per_gpu_hour"], currency, 3),
-                      _money(row["total_cost"], currency, 0), saves, style="bold green" if row["winner"] else None)
-    stdout.print(table)
+        lines.append(([str(rank), row["provider"], row["pricing"], region, instance, str(row["nodes"]),
+                       str(row["gpus"]), _money(row["price_per_gpu_hour"], currency, 3),
+                       _money(row["total_cost"], currency, 0), saves], "bold green" if row["winner"] else None))
+    _print_table(title, columns, lines, drop_first=["#", "GPUs", "Nodes"])
     notes = []
     if any(row["pricing"] == "spot" for row in rows):
         notes.append("spot capacity can be reclaimed at short notice")

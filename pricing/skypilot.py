@@ -325,7 +325,7 @@ class _CatalogReader:
             elif (*built_in, host["AvailabilityZone"]) not in accelerators:
                 self.report.skipped["GPU host with no accelerator price in its zone"] += 1
             else:
-                self.report.skipped["no usable price (empty or zero)"] += 1
+                self.report.skipped["GPU host priced 0.0 or empty: node price unknown"] += 1
         for key in accelerators:
             if key in used_accelerators:
                 self.report.rows_used += 1
