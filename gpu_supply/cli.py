@@ -151,8 +151,7 @@ def offers(
     from pricing.query import offer_row
 
     found = reader.offers(query, fx_table)
-    rate = lambda offer: fx_table.convert(1.0, offer.currency, query.currency)  # noqa: E731
-    found.sort(key=lambda offer: (offer.price_per_gpu_hour * rate(offer), offer.key))
+    found.sort(key=lambda offer: (offer.price_per_gpu_hour_in(query.currency, fx_table), offer.key))
     shown = found[:limit] if limit else found
     if output is not OutputFormat.table:
         _emit_rows([offer_row(offer, query.currency, fx_table) for offer in shown], output)
@@ -164,8 +163,8 @@ def offers(
                ("Mem/GPU", "right"), ("Pricing", "left"), ("Node/h", "right"), ("GPU/h", "right"), ("Avail", "right"),
                ("Min term", "right"), ("Observed", "left")]
     rows = [([offer.provider, offer.region, offer.instance_type, offer.gpu, str(offer.gpu_count),
-              f"{offer.gpu_memory_gb:g} GB", offer.pricing.value, _money(offer.price_per_hour * rate(offer), query.currency),
-              _money(offer.price_per_gpu_hour * rate(offer), query.currency, 3),
+              f"{offer.gpu_memory_gb:g} GB", offer.pricing.value, _money(offer.price_per_hour_in(query.currency, fx_table), query.currency),
+              _money(offer.price_per_gpu_hour_in(query.currency, fx_table), query.currency, 3),
               "?" if offer.available_nodes is None else str(offer.available_nodes),
               _hours_text(offer.min_term_hours), offer.observed_at.date().isoformat()], None) for offer in shown]
     title = f"{len(found):,} offers" + (f" (cheapest {len(shown)})" if len(shown) < len(found) else "")
@@ -336,6 +335,7 @@ def catalog_info(output: FormatOpt = OutputFormat.table) -> None:
     rows = [{"provider": e["provider"], "offers": e["offers"], "regions": len(e["regions"]), "gpu_types": len(e["gpus"]),
              "pricing": sorted(e["pricing"]), "newest": e["newest"].date().isoformat()}
             for e in sorted(by_provider.values(), key=lambda e: -e["offers"])]
+    imports = reader.imports()
     if output is not OutputFormat.table:
         _emit_rows(rows, output)
         return
@@ -348,6 +348,13 @@ def catalog_info(output: FormatOpt = OutputFormat.table) -> None:
         table.add_row(row["provider"], f"{row['offers']:,}", str(row["regions"]), str(row["gpu_types"]),
                       ", ".join(row["pricing"]), row["newest"])
     stdout.print(table)
+    log = Table(title="Imports (latest 10)", title_justify="left")
+    for name in ("Imported at", "Kind", "Source", "Data date", "Offers"):
+        log.add_column(name, justify="right" if name == "Offers" else "left")
+    for entry in imports[-10:]:
+        log.add_row(str(entry["imported_at"])[:19], str(entry["kind"]), str(entry["source"]),
+                    str(entry["data_date"] or "-"), f"{entry['offers']:,}")
+    stdout.print(log)
 
 
 def main() -> None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Protocol
 
-from gpu_supply import gpus
 from gpu_supply.geo import geo_of
 
 # A billing month, as the clouds define it (8,760 h / 12). Monthly IDC prices and `--months`
 # convert through this one constant.
 HOURS_PER_MONTH = 730.0
+
+
+class CurrencyConverter(Protocol):
+    """What an offer needs to show its price in another currency (``pricing.fx.FxTable``)."""
+
+    def convert(self, amount: float, from_currency: str, to_currency: str) -> float: ...
 
 
 class PricingModel(StrEnum):
@@ -73,9 +79,11 @@ class Offer:
     def price_per_gpu_hour(self) -> float:
         return self.price_per_hour / self.gpu_count
 
-    @property
-    def gpu_known(self) -> bool:
-        return gpus.spec(self.gpu) is not None
+    def price_per_hour_in(self, currency: str, fx: CurrencyConverter) -> float:
+        return fx.convert(self.price_per_hour, self.currency, currency)
+
+    def price_per_gpu_hour_in(self, currency: str, fx: CurrencyConverter) -> float:
+        return fx.convert(self.price_per_gpu_hour, self.currency, currency)
 
     def as_row(self) -> dict[str, object]:
         """Flat, JSON-friendly form (the column contract of exports and `--format json`)."""

@@ -46,8 +46,7 @@ class OfferQuery:
         if self.geos and offer.geo not in self.geos:
             return False
         if self.max_price_per_gpu_hour is not None:
-            price = fx.convert(offer.price_per_gpu_hour, offer.currency, self.currency)
-            if price > self.max_price_per_gpu_hour:
+            if offer.price_per_gpu_hour_in(self.currency, fx) > self.max_price_per_gpu_hour:
                 return False
         return True
 
@@ -89,9 +88,8 @@ def build_query(*, gpus: list[str] = (), min_gpu_memory: float | None = None, gp
 
 def offer_row(offer: Offer, currency: str, fx: FxTable) -> dict[str, object]:
     """An offer's row with prices in ``currency``; the supplier's own figure stays alongside."""
-    rate = fx.convert(1.0, offer.currency, currency)
-    return {**offer.as_row(), "price_per_hour": offer.price_per_hour * rate,
-            "price_per_gpu_hour": offer.price_per_gpu_hour * rate, "currency": currency,
+    return {**offer.as_row(), "price_per_hour": offer.price_per_hour_in(currency, fx),
+            "price_per_gpu_hour": offer.price_per_gpu_hour_in(currency, fx), "currency": currency,
             "native_price_per_hour": offer.price_per_hour, "native_currency": offer.currency}
 
 
@@ -209,6 +207,12 @@ class OfferReader:
     def offers(self, query: OfferQuery, fx: FxTable) -> list[Offer]:
         sql, params = _sql_with_filters(query)
         return [offer for offer in map(_to_offer, self._rows(sql, params)) if query.matches(offer, fx)]
+
+    def imports(self) -> list[dict[str, object]]:
+        """The import log, oldest first."""
+        columns = ("source", "kind", "imported_at", "data_date", "offers")
+        rows = self._rows(f"SELECT {', '.join(columns)} FROM catalog_import ORDER BY id", {})
+        return [dict(zip(columns, row)) for row in rows]
 
     def providers(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT DISTINCT provider FROM offer ORDER BY provider", {})]

@@ -198,11 +198,6 @@ class Store:
                                   report={"sources": snapshot.header["sources"]},
                                   data_date=snapshot.header["data_date"])
 
-    def imports(self) -> list[dict]:
-        with self.engine.connect() as connection:
-            rows = connection.execute(select(CatalogImport).order_by(CatalogImport.id)).mappings()
-            return [dict(row) for row in rows]
-
     def keys_like(self, provider: str, region: str, instance_type: str, pricing: str, zone: str | None) -> list[str]:
         """Keys of the offers with these fields (any zone when ``zone`` is None)."""
         offer_table = OfferRecord.__table__

@@ -182,3 +182,10 @@ def test_cli_start_up_imports_no_heavy_modules(seeded_db):
 def test_help_runs(seeded_db):
     done = subprocess.run([sys.executable, "-m", "gpu_supply", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "compare" in done.stdout and "offers" in done.stdout
+
+
+def test_catalog_info_table_shows_the_import_log(seeded_db):
+    runner.invoke(cli.app, ["catalog", "import-idc", str(REPO / "examples" / "idc-offers.yaml")])
+    result = runner.invoke(cli.app, ["catalog", "info"])
+    assert result.exit_code == 0
+    assert "snapshot:" in result.stdout and "idc:" in result.stdout and "7,417" in result.stdout

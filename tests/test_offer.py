@@ -48,3 +48,12 @@ def test_row_carries_the_json_contract():
                    "price_per_gpu_hour", "currency", "available"):
         assert column in row
     assert row["available"] == 3 and row["pricing"] == "on_demand"
+
+
+def test_price_in_another_currency():
+    from pricing.fx import FxTable
+
+    offer = make_offer(price_per_hour=71.0, gpu_count=8, currency="CNY")
+    assert offer.price_per_hour_in("USD", FxTable()) == pytest.approx(10.0)
+    assert offer.price_per_gpu_hour_in("USD", FxTable()) == pytest.approx(1.25)
+    assert offer.price_per_hour_in("CNY", FxTable()) == 71.0

@@ -36,7 +36,7 @@ def test_first_use_seeds_from_the_snapshot_once(empty_db):
     snapshot = load_snapshot()
     assert _counts(store)[0] == len(snapshot.offers)
     open_store(empty_db)
-    assert [row["kind"] for row in store.imports()] == ["snapshot"]
+    assert [row["kind"] for row in OfferReader(empty_db).imports()] == ["snapshot"]
 
 
 def test_reader_seeds_an_empty_store(empty_db):
