@@ -238,6 +238,85 @@ def _print_compare(result, rows: list[dict], fx_table) -> None:
         stdout.print("Note: " + "; ".join(notes) + ".", style="dim")
 
 
+class PlanFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command("plan")
+def plan_command(
+    workloads: Annotated[Path, typer.Argument(help="Workload spec YAML (docs/workloads.md).")],
+    offers_csv: Annotated[Optional[Path], typer.Option("--offers", help="Plan against this offers CSV instead of the store.")] = None,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit, seconds.")] = 30.0,
+    solver: Annotated[str, typer.Option("--solver", help="highs (default), scip or cpsat.")] = "highs",
+    unknown_capacity: Annotated[Optional[int], typer.Option("--unknown-capacity", help="Nodes to assume per offer whose capacity is unknown (default: unlimited).")] = None,
+    profiles: Annotated[Optional[Path], typer.Option("--profiles", help="Measured throughput profile CSV.")] = None,
+    currency: CurrencyOpt = "USD", fx: FxOpt = None,
+    output: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
+) -> None:
+    """Place workloads on the cheapest feasible offers (OR-Tools), by priority when supply is short."""
+    from pricing.fx import load_fx
+    from scheduler.optimizer import PlanOptions, plan
+    from scheduler.throughput import DEFAULT_PROFILES, load_profiles
+    from scheduler.workloads import load_workloads
+
+    if time_limit <= 0:
+        raise UserError("--time-limit", f"must be positive, got {time_limit:g}", "e.g. --time-limit 30")
+    if unknown_capacity is not None and unknown_capacity < 0:
+        raise UserError("--unknown-capacity", f"must be >= 0, got {unknown_capacity}", "e.g. --unknown-capacity 16")
+    fleet = load_workloads(workloads)
+    fx_table = load_fx(fx, settings.load_config())
+    fx_table.rate(currency.upper())
+    if offers_csv is not None:
+        from pricing.offers_csv import read_offers_csv
+
+        supply = read_offers_csv(offers_csv)
+    else:
+        from pricing.query import OfferQuery, OfferReader
+
+        supply = OfferReader(settings.database_url()).offers(OfferQuery(), fx_table)
+    profile_path = profiles or (DEFAULT_PROFILES if DEFAULT_PROFILES.exists() else None)
+    options = PlanOptions(time_limit_s=time_limit, solver=solver.lower(), unknown_capacity=unknown_capacity,
+                          currency=currency.upper())
+    result = plan(fleet, supply, options=options, fx=fx_table,
+                  profiles=load_profiles(profile_path) if profile_path else None)
+    if output is PlanFormat.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        return
+    _print_plan(result)
+
+
+def _print_plan(result) -> None:
+    currency = result.currency
+    columns = [("Workload", "left"), ("Provider", "left"), ("Region", "left"), ("Instance", "left"), ("GPU", "left"),
+               ("Pricing", "left"), ("Nodes", "right"), ("Replicas", "right"), ("TP", "right"), ("Tok/s", "right"),
+               ("Per hour", "right"), ("Total", "right")]
+    rows = [([p.workload, p.provider, p.region, p.instance_type, p.gpu, p.pricing + (" (held)" if p.committed else ""),
+              str(p.nodes), str(p.replicas), str(p.tensor_parallel),
+              "-" if p.tokens_per_s is None else f"{p.tokens_per_s:,.0f}", _money(p.cost_per_hour, currency),
+              _money(p.total_cost, currency, 0)], None) for p in result.placements]
+    _print_table(f"Plan: {len(result.placements)} placements, {_money(result.total_cost_per_hour, currency)}/h, "
+                 f"{_money(result.total_cost, currency, 0)} in total", columns, rows,
+                 drop_first=["TP", "Replicas", "GPU", "Per hour"])
+    if result.unmet:
+        unmet_rows = [([u.workload, f"{u.missing_tokens_per_s:,.0f} tok/s" if u.missing_tokens_per_s is not None
+                        else f"{u.missing_replicas:g} replicas", u.reason], "red") for u in result.unmet]
+        _print_table("Unmet demand", [("Workload", "left"), ("Missing", "right"), ("Why", "left")], unmet_rows, [])
+    for explanation in result.explanations:
+        line = f"[bold]{explanation.workload}[/bold]: " + ("; ".join(explanation.chosen) or "nothing placed")
+        if explanation.cheapest_rejected:
+            line += f". Cheapest rejected: {explanation.cheapest_rejected} ({explanation.rejected_because})"
+        if explanation.saving_vs_single_type is not None:
+            line += (f". Versus the best single-GPU-type plan ({explanation.single_type_gpu}, "
+                     f"{_money(explanation.single_type_cost, currency, 0)}): saves "
+                     f"{_money(explanation.saving_vs_single_type, currency, 0)}")
+        stdout.print(line + ".", highlight=False)
+    report = result.solver
+    stdout.print(f"Solver {report.solver}: {report.status}, objective {report.objective}, bound {report.bound}, "
+                 f"gap {report.gap if report.gap is None else f'{report.gap:.3%}'}, LP bound {report.lp_bound}, "
+                 f"{report.columns} columns, {report.seconds:.2f} s", style="dim", highlight=False)
+
+
 @app.command("gpus")
 def list_gpus(output: FormatOpt = OutputFormat.table) -> None:
     """The GPU registry: canonical names, specs and the aliases suppliers use."""

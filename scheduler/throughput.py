@@ -42,6 +42,8 @@ MAX_BATCH = 256
 KV_BYTES_PER_TOKEN_PER_SQRT_B = 40 * 1024
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
+# Measured profiles shipped with the project (the profiler of issue #5 appends to it).
+DEFAULT_PROFILES = Path(__file__).with_name("data") / "profiles.csv"
 PROFILE_COLUMNS = ("model", "params_b", "dtype", "gpu", "tp", "batch", "input_tokens", "output_tokens",
                    "prefill_tokens_per_s", "decode_tokens_per_s", "tpot_ms", "engine", "engine_version",
                    "hardware", "measured_at")

@@ -189,3 +189,42 @@ def test_catalog_info_table_shows_the_import_log(seeded_db):
     result = runner.invoke(cli.app, ["catalog", "info"])
     assert result.exit_code == 0
     assert "snapshot:" in result.stdout and "idc:" in result.stdout and "7,417" in result.stdout
+
+
+def test_plan_json_contract_on_the_snapshot(seeded_db):
+    document = invoke_json("plan", str(REPO / "examples" / "workloads.yaml"), "--time-limit", "20")
+    assert set(document) >= {"placements", "unmet", "total_cost_per_hour", "total_cost", "solver"}
+    assert not document["unmet"] and document["solver"]["status"] == "optimal"
+    assert {p["workload"] for p in document["placements"]} == {
+        "chat-qwen-7b", "code-llama-70b", "batch-summaries-8b", "cn-assistant-32b", "embeddings-fixed"}
+    assert all(p["provider"] == "idc" for p in document["placements"] if p["workload"] == "cn-assistant-32b")
+    assert document["solver"]["lp_bound"] <= document["solver"]["objective"] * (1 + 1e-9)
+
+
+def test_plan_against_an_exported_offers_csv(seeded_db, tmp_path):
+    exported = runner.invoke(cli.app, ["offers", "--provider", "idc", "--currency", "USD", "--format", "csv",
+                                       "--limit", "0"])
+    offers = tmp_path / "idc.csv"
+    offers.write_text(exported.stdout)
+    document = invoke_json("plan", str(REPO / "examples" / "workloads.yaml"), "--offers", str(offers))
+    assert {p["provider"] for p in document["placements"]} == {"idc"}
+    unmet = {u["workload"]: u["reason"] for u in document["unmet"]}
+    assert "residency" in unmet["chat-qwen-7b"] or "providers" in unmet["chat-qwen-7b"]
+    assert "cn-assistant-32b" not in unmet
+
+
+def test_plan_table(seeded_db):
+    result = runner.invoke(cli.app, ["plan", str(REPO / "examples" / "workloads.yaml")])
+    assert result.exit_code == 0 and "Solver highs: optimal" in result.stdout and "Cheapest rejected" in result.stdout
+
+
+@pytest.mark.parametrize("content, field", [
+    ("workloads:\n  - name: chat\n    demand: {tokens_per_s: -1}\n", "workload 'chat' demand.tokens_per_s"),
+    ("workloads:\n  - name: chat\n    demand: {replicas: 1, gpus_per_replica: 1}\n    spot: sometimes\n", "workload 'chat' spot"),
+    ("nothing: here\n", "workloads"),
+])
+def test_plan_bad_workload_file(seeded_db, monkeypatch, capsys, tmp_path, content, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    code, out, err = run_main(monkeypatch, capsys, "plan", str(path))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and field in err
