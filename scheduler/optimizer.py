@@ -37,6 +37,9 @@ from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
+SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
+HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
+RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept in the final MIP beside the LP's support
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
 COLUMNS_PER_ROUND = 4  # columns added per workload per pricing round
 MAX_PRICING_ROUNDS = 25
@@ -49,48 +52,61 @@ class PlanOptions:
     solver: str = "highs"
     unknown_capacity: int | None = None  # nodes assumed per offer where suppliers don't say; None = unlimited
     currency: str = "USD"
-    relative_gap: float = 0.001
+    relative_gap: float = 0.005
     explain: bool = True  # per-workload explanations (a small MIP per GPU type; benchmarks turn it off)
 
 
 class _Model:
-    """The MathOpt model, grown column by column; LP while generating columns, MIP at the end."""
+    """The MathOpt model, grown column by column; LP while generating columns, MIP at the end.
 
-    def __init__(self, workloads: list[Workload], table: SupplyTable, columns: list[Columns], partial: bool) -> None:
-        self.workloads, self.table, self.columns, self.partial = workloads, table, columns, partial
+    ``served[w]`` is the fraction of w's demand served, bounded by what w could get alone
+    (``targets``); objectives switch between penalised (column generation), serve and cost.
+    """
+
+    def __init__(self, workloads: list[Workload], table: SupplyTable, columns: list[Columns],
+                 targets: list[float]) -> None:
+        self.workloads, self.table, self.columns = workloads, table, columns
         self.model = mathopt.Model(name="placement")
         self.x: dict[tuple[int, int], mathopt.Variable] = {}
         self.y: dict[tuple[int, str], mathopt.Variable] = {}
         self.served: dict[int, mathopt.Variable] = {}
-        self.active: dict[int, mathopt.Variable] = {}  # spread workloads in partial mode: served at all
+        self.active: dict[int, mathopt.Variable] = {}  # spread workloads: served at all
         self.cover: dict[int, mathopt.LinearConstraint] = {}
         self.share: dict[int, mathopt.LinearConstraint] = {}
         self.group: dict[tuple[int, str], mathopt.LinearConstraint] = {}
         self.capacity: dict[int, mathopt.LinearConstraint] = {}
         self.weight: dict[mathopt.Variable, float] = {}  # cost objective coefficient of each column
-        self.minimising_cost = False
+        self.column_objective = True  # whether columns carry their cost in the current objective
         self.integers: list[mathopt.Variable] = []
         self._groups: dict[int, np.ndarray] = {}
+        self.fixed: dict[tuple[int, int], int] = {}  # frozen workloads' nodes: only these columns, fixed
         for index, workload in enumerate(workloads):
             demand = workload.demand_units
-            if partial:
-                served = self.model.add_variable(lb=0, ub=1, name=f"s[{workload.name}]")
-                self.served[index] = served
-                self.cover[index] = self.model.add_linear_constraint(-demand * served >= 0, name=f"cover[{index}]")
-            else:
-                self.cover[index] = self.model.add_linear_constraint(lb=demand, name=f"cover[{index}]")
-            if workload.min_on_demand_share > 0:
+            served = self.model.add_variable(lb=0, ub=targets[index] / demand, name=f"s[{workload.name}]")
+            self.served[index] = served
+            # Rows are in fractions of the workload's demand, so coefficients stay near 1 for any unit.
+            self.cover[index] = self.model.add_linear_constraint(-served >= 0, name=f"cover[{index}]")
+            if workload.min_on_demand_share > 0:  # on-demand units >= share x all units provisioned
                 self.share[index] = self.model.add_linear_constraint(lb=0, name=f"share[{index}]")
             spread = self._spread(workload)
-            if spread:
-                needed = self.model.add_linear_constraint(lb=0 if partial else spread, name=f"spread[{index}]")
-                if partial:
-                    active = self.model.add_variable(lb=0, ub=1, name=f"u[{index}]")
-                    self.integers.append(active)
-                    self.active[index] = active
-                    needed.set_coefficient(active, -spread)
-                    self.model.add_linear_constraint(self.served[index] - active <= 0)
+            if spread:  # all or nothing: k groups, each carrying demand/k, when served at all
+                active = self.model.add_variable(lb=0, ub=1, name=f"u[{index}]")
+                self.active[index] = active
+                self.integers.append(active)
+                self.model.add_linear_constraint(served - active <= 0)
+                needed = self.model.add_linear_constraint(lb=0, name=f"spread[{index}]")
+                needed.set_coefficient(active, -spread)
                 self.group[(index, "")] = needed
+
+    def frozen(self, index: int) -> bool:
+        return index in getattr(self, "_frozen", ())
+
+    def freeze(self, assignment: dict[tuple[int, int], int], indices: set[int]) -> None:
+        """Fix these workloads to their nodes in ``assignment`` (no other columns)."""
+        self.fixed.update({key: nodes for key, nodes in assignment.items() if key[0] in indices})
+        self._frozen = set(indices)
+        for key in sorted(self.fixed):
+            self.add(*key)
 
     @staticmethod
     def _spread(workload: Workload) -> int:
@@ -102,18 +118,21 @@ class _Model:
 
     def add(self, index: int, position: int) -> None:
         """Add column ``position`` of workload ``index`` with its coefficients in every row it touches."""
-        if (index, position) in self.x:
+        if (index, position) in self.x or (self.frozen(index) and (index, position) not in self.fixed) \
+                or self.served[index].upper_bound <= 0:  # nothing servable: no columns at all
             return
         workload, columns = self.workloads[index], self.columns[index]
-        supply, units = int(columns.supply[position]), float(columns.units[position])
+        supply, units = int(columns.supply[position]), float(columns.units[position]) / workload.demand_units
         capacity = self.table.capacity[supply]
-        bound = math.ceil(workload.demand_units / units - 1e-9)
-        variable = self.model.add_variable(lb=0, ub=min(capacity, bound), name=f"x[{index},{supply}]")
+        bound = math.ceil(1 / units - 1e-9)
+        nodes = self.fixed.get((index, position))
+        variable = self.model.add_variable(lb=nodes or 0, ub=nodes if nodes is not None else min(capacity, bound),
+                                           name=f"x[{index},{supply}]")
         self.x[(index, position)] = variable
         self.integers.append(variable)
         self.cover[index].set_coefficient(variable, units)
         self.weight[variable] = float(columns.weight[position])
-        if self.minimising_cost:
+        if self.column_objective:
             self.model.objective.set_linear_coefficient(variable, self.weight[variable])
         if index in self.share:
             on_demand = 0.0 if columns.spot[position] else 1.0
@@ -130,20 +149,30 @@ class _Model:
                 self.y[key] = flag
                 self.integers.append(flag)
                 self.group[key] = self.model.add_linear_constraint(lb=0, name=f"group[{index},{key[1]}]")
-                self.group[key].set_coefficient(flag, -workload.demand_units / spread)
+                self.group[key].set_coefficient(flag, -1 / spread)
                 self.group[(index, "")].set_coefficient(flag, 1)
             self.group[key].set_coefficient(variable, units)
 
-    def objective_serve(self) -> None:
-        self.model.minimize(-mathopt.fast_sum(workload.priority * self.served[index]
-                                              for index, workload in enumerate(self.workloads)))
+    def _served_value(self) -> mathopt.LinearExpression:
+        return mathopt.fast_sum(workload.priority * self.served[index] for index, workload in enumerate(self.workloads))
 
-    def objective_cost(self, served_floor: float | None = None) -> None:
-        if served_floor is not None:
-            self.model.add_linear_constraint(mathopt.fast_sum(
-                workload.priority * self.served[index] for index, workload in enumerate(self.workloads)) >= served_floor)
+    def objective_penalised(self, penalty: list[float]) -> None:
+        """Cost minus a large reward per unit of priority served: always feasible, for pricing columns."""
+        self.model.minimize(mathopt.fast_sum(weight * variable for variable, weight in self.weight.items())
+                            - mathopt.fast_sum(penalty[index] * self.served[index] for index in self.served))
+        self.column_objective = True
+
+    def objective_serve(self) -> None:
+        self.model.minimize(-self._served_value())
+        self.column_objective = False
+
+    def objective_cost(self) -> None:
         self.model.minimize(mathopt.fast_sum(weight * variable for variable, weight in self.weight.items()))
-        self.minimising_cost = True
+        self.column_objective = True
+
+    def fix_served(self) -> None:
+        for variable in self.served.values():
+            variable.lower_bound = variable.upper_bound
 
     def set_integer(self, integer: bool) -> None:
         for variable in self.integers:
@@ -163,19 +192,63 @@ class _Model:
             values[supply] = duals.get(constraint, 0.0)
         return values
 
-    def reduced_costs(self, duals: dict, capacity_duals: np.ndarray, index: int, serving: bool) -> np.ndarray:
+    def reduced_costs(self, duals: dict, capacity_duals: np.ndarray, index: int) -> np.ndarray:
         """Reduced cost c - A'y of every column of workload ``index`` under the LP's duals."""
         workload, columns = self.workloads[index], self.columns[index]
-        reduced = (np.zeros(len(columns)) if serving else columns.weight.astype(float)) \
-            - columns.units * duals.get(self.cover[index], 0.0)
+        units = columns.units / workload.demand_units  # rows are in fractions of demand
+        reduced = (columns.weight.astype(float) if self.column_objective else np.zeros(len(columns))) \
+            - units * duals.get(self.cover[index], 0.0)
         if index in self.share:
             on_demand = np.where(columns.spot, 0.0, 1.0)
-            reduced -= duals.get(self.share[index], 0.0) * (on_demand - workload.min_on_demand_share) * columns.units
+            reduced -= duals.get(self.share[index], 0.0) * (on_demand - workload.min_on_demand_share) * units
         if self._spread(workload):
             group_duals = {key: duals.get(constraint, 0.0) for (w, key), constraint in self.group.items()
                            if w == index and key}
-            reduced -= columns.units * np.array([group_duals.get(key, 0.0) for key in self.groups_of(index)])
+            reduced -= units * np.array([group_duals.get(key, 0.0) for key in self.groups_of(index)])
         return reduced - capacity_duals[columns.supply]
+
+    def satisfies(self, assignment: dict[tuple[int, int], int]) -> bool:
+        """Whether an assignment meets the share and spread rows (capacity is the caller's to keep)."""
+        for index, workload in enumerate(self.workloads):
+            cols = self.columns[index]
+            mine = [(p, n) for (w, p), n in assignment.items() if w == index]
+            total = sum(float(cols.units[p]) * n for p, n in mine)
+            if workload.min_on_demand_share and total:
+                on_demand = sum(float(cols.units[p]) * n for p, n in mine if not cols.spot[p])
+                if on_demand < workload.min_on_demand_share * total - 1e-6:
+                    return False
+            spread = self._spread(workload)
+            if spread and total:
+                per_group: dict[str, float] = defaultdict(float)
+                for p, n in mine:
+                    per_group[self.group_key(workload, int(cols.supply[p]))] += float(cols.units[p]) * n
+                if sum(amount >= workload.demand_units / spread - 1e-9 for amount in per_group.values()) < spread:
+                    return False
+        return True
+
+    def hint(self, assignment: dict[tuple[int, int], int]) -> dict[mathopt.Variable, float]:
+        """A complete solution hint (nodes, served fractions, spread flags) from an assignment."""
+        values = {variable: 0.0 for variable in self.x.values()}
+        covered: dict[int, float] = defaultdict(float)
+        per_group: dict[tuple[int, str], float] = defaultdict(float)
+        for (index, position), nodes in assignment.items():
+            if (index, position) not in self.x:
+                continue
+            values[self.x[(index, position)]] = float(nodes)
+            units = float(self.columns[index].units[position]) * nodes
+            covered[index] += units
+            if self._spread(self.workloads[index]):
+                per_group[(index, self.group_key(self.workloads[index], int(self.columns[index].supply[position])))] += units
+        for index, variable in self.served.items():
+            values[variable] = min(variable.upper_bound, covered[index] / self.workloads[index].demand_units)
+        for (index, key), variable in self.y.items():
+            spread = self._spread(self.workloads[index])
+            values[variable] = 1.0 if per_group[(index, key)] >= self.workloads[index].demand_units / spread - 1e-9 else 0.0
+        for index, variable in self.active.items():
+            values[variable] = 1.0 if covered[index] > 0 else 0.0
+        # Solvers reject hints outside a variable's bounds (served fractions may be fixed): clamp them.
+        return {variable: min(max(value, variable.lower_bound), variable.upper_bound)
+                for variable, value in values.items()}
 
 
 class _Solver:
@@ -183,57 +256,71 @@ class _Solver:
         if options.solver not in SOLVERS:
             raise UserError("--solver", f"unknown solver {options.solver!r}", f"use one of {', '.join(SOLVERS)}")
         self.options = options
-        self.deadline = time.monotonic() + options.time_limit_s
+        self.started = time.monotonic()
+        self.deadline = self.started + options.time_limit_s
         self.stages: list[str] = []
 
-    def remaining(self) -> timedelta:
-        return timedelta(seconds=max(0.5, self.deadline - time.monotonic()))
+    def remaining(self, share: float = 1.0) -> timedelta:
+        return timedelta(seconds=max(0.2, (self.deadline - time.monotonic()) * share))
 
-    def params(self, solver: mathopt.SolverType, **extra) -> mathopt.SolveParameters:
+    def params(self, solver: mathopt.SolverType, share: float = 1.0, **extra) -> mathopt.SolveParameters:
         """Deterministic settings: a fixed seed, and one thread where the solver takes a thread count."""
         threads = None if solver == mathopt.SolverType.HIGHS else 1  # HiGHS rejects it; its MIP runs on one
-        return mathopt.SolveParameters(time_limit=self.remaining(), random_seed=0, threads=threads, **extra)
+        return mathopt.SolveParameters(time_limit=self.remaining(share), random_seed=0, threads=threads, **extra)
 
     def lp(self, model: _Model) -> mathopt.SolveResult:
         model.set_integer(False)
         return mathopt.solve(model.model, mathopt.SolverType.HIGHS, params=self.params(mathopt.SolverType.HIGHS))
 
-    def mip(self, model: _Model, hints: dict[mathopt.Variable, float]) -> mathopt.SolveResult:
+    def mip(self, model: _Model, hint: dict[mathopt.Variable, float], share: float = 1.0) -> mathopt.SolveResult:
         model.set_integer(True)
         solver = SOLVERS[self.options.solver]
-        params = self.params(solver, relative_gap_tolerance=self.options.relative_gap)
-        model_params = mathopt.ModelSolveParameters(
-            solution_hints=[mathopt.SolutionHint(variable_values=hints)] if hints and solver != SOLVERS["highs"] else [])
-        return mathopt.solve(model.model, solver, params=params, model_params=model_params)
+        params = self.params(solver, share, relative_gap_tolerance=self.options.relative_gap)
+        if solver == mathopt.SolverType.HIGHS:
+            # Root cuts cost seconds on these models and rarely pay; primal heuristics get more effort.
+            params.highs.double_options["mip_heuristic_effort"] = HIGHS_HEURISTIC_EFFORT
+        model_params = mathopt.ModelSolveParameters(solution_hints=[mathopt.SolutionHint(variable_values=hint)])
+        try:
+            return mathopt.solve(model.model, solver, params=params, model_params=model_params)
+        except Exception:  # noqa: BLE001 - a solver that rejects the hint (OR-Tools' error wrapper itself
+            # fails on some statuses, raising AttributeError) gets the same model without it
+            return mathopt.solve(model.model, solver, params=params)
 
-    def generate_columns(self, model: _Model, serving: bool) -> mathopt.SolveResult:
-        """Column generation on the LP relaxation until no column has a negative reduced cost."""
+    def generate_columns(self, model: _Model, budget: float) -> mathopt.SolveResult:
+        """Column generation on the LP relaxation until no column has a negative reduced cost.
+
+        Stops early when ``budget`` (a share of the time left) is spent; the LP bound is then
+        reported as not proven.
+        """
+        stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
+        self.proven = False
         for _ in range(MAX_PRICING_ROUNDS):
             result = self.lp(model)
             if result.termination.reason != mathopt.TerminationReason.OPTIMAL:
                 return result
-            added = 0
             duals = result.dual_values()
             capacity_duals = model.capacity_duals(duals)
+            added = 0
             for index in range(len(model.workloads)):
-                reduced = model.reduced_costs(duals, capacity_duals, index, serving)
-                order = np.argsort(reduced, kind="stable")
-                taken = 0
-                for position in order:
-                    if reduced[position] >= -REDUCED_COST_TOLERANCE * max(1.0, abs(float(model.columns[index].weight[position]))) \
-                            or taken >= COLUMNS_PER_ROUND:
-                        break
-                    if (index, int(position)) not in model.x:
-                        model.add(index, int(position))
-                        taken += 1
-                added += taken
-            if not added or time.monotonic() > self.deadline:
+                reduced = model.reduced_costs(duals, capacity_duals, index)
+                scale = np.maximum(1.0, np.abs(model.columns[index].weight))
+                candidates = np.flatnonzero(reduced < -REDUCED_COST_TOLERANCE * scale)
+                fresh = [int(p) for p in candidates[np.argsort(reduced[candidates], kind="stable")]
+                         if (index, int(p)) not in model.x][:COLUMNS_PER_ROUND]
+                for position in fresh:
+                    model.add(index, position)
+                added += len(fresh)
+            if not added:
+                self.proven = True
                 return result
+            if time.monotonic() > stop:
+                return self.lp(model)
         return self.lp(model)
 
 
 def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable) -> list[int]:
-    """Cheapest columns per unit of demand, enough to cover it a few times over, plus one per spread group."""
+    """Cheapest columns per unit of demand (enough to cover it a few times over), the cheapest of each
+    node shape (small nodes fill integer remainders), and the cheapest few of each spread group."""
     positions = list(range(min(INITIAL_COLUMNS, len(columns))))
     covered = sum(min(table.capacity[columns.supply[p]], 1e12) * columns.units[p] for p in positions)
     position = len(positions)
@@ -241,77 +328,285 @@ def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable)
         positions.append(position)
         covered += min(table.capacity[columns.supply[position]], 1e12) * columns.units[position]
         position += 1
+    _, first_of_shape = np.unique(columns.replicas, return_index=True)
+    positions.extend(int(p) for p in first_of_shape)
     if workload.spread.min_providers or workload.spread.min_regions:
-        seen: set[str] = set()
+        per_group: dict[str, int] = defaultdict(int)
         for position in range(len(columns)):
             offer = table.supplies[int(columns.supply[position])].offer
             key = offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"
-            if key not in seen:
-                seen.add(key)
+            if per_group[key] < SPREAD_COLUMNS_PER_GROUP:
+                per_group[key] += 1
                 positions.append(position)
     return sorted(set(positions))
+
+
+def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float:
+    """Most demand the workload could get with all supply to itself (its service target)."""
+    demand = workload.demand_units
+    capacity = np.minimum(table.capacity[columns.supply], np.ceil(demand / columns.units)) * columns.units
+    total = float(capacity.sum())
+    if workload.min_on_demand_share > 0:
+        total = min(total, float(capacity[~columns.spot].sum()) / workload.min_on_demand_share)
+    spread = workload.spread.min_providers or workload.spread.min_regions
+    if spread:
+        per_group: dict[str, float] = defaultdict(float)
+        for position, supply in enumerate(columns.supply):
+            offer = table.supplies[int(supply)].offer
+            key = offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"
+            per_group[key] += float(capacity[position])
+        if sum(amount >= demand / spread for amount in per_group.values()) < spread:
+            return 0.0
+    return min(demand, total)
 
 
 def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions = PlanOptions(),
          fx: FxTable | None = None, profiles: list[ProfileRow] | None = None, previous: Plan | None = None) -> Plan:
     """Place every workload on the cheapest feasible supply, by priority when supply is short."""
-    started = time.monotonic()
+    from scheduler.baselines import greedy_assignment
+
     solver = _Solver(options)
     table = SupplyTable(offers, fx or FxTable(), options.currency, options.unknown_capacity)
     builder = ColumnBuilder(table, ThroughputModel(profiles))
     columns = [builder.columns(index, workload) for index, workload in enumerate(workloads)]
-    keys = {(index, table.supplies[int(supply)].offer.key): position
-            for index, cols in enumerate(columns) for position, supply in enumerate(cols.supply)}
-    previous_nodes = {} if previous is None else {
-        (index, key): nodes for (name, key), nodes in previous.assignment.items()
-        for index, workload in enumerate(workloads) if workload.name == name}
-
-    def seeded(partial: bool) -> _Model:
-        model = _Model(workloads, table, columns, partial)
+    targets = [_servable(workload, columns[index], table) for index, workload in enumerate(workloads)]
+    model = _Model(workloads, table, columns, targets)
+    greedy, _ = greedy_assignment(workloads, columns, table)
+    warm = _previous_assignment(previous, workloads, columns, table) if previous is not None else {}
+    for index, workload in enumerate(workloads):
+        for position in _initial_positions(workload, columns[index], table):
+            model.add(index, position)
+    for index, position in [*greedy, *warm]:
+        model.add(index, position)
+    incumbent = warm if warm and model.satisfies(warm) else greedy if model.satisfies(greedy) else {}
+    # Reward for serving a workload: ten times what serving it at its dearest candidate unit price costs,
+    # scaled by priority, so this pricing LP serves before it saves (the MIPs then keep the strict order).
+    penalty = [workload.priority * 10 * max(1.0, float((columns[index].cost / columns[index].units).max(initial=0.0))
+                                             * workload.demand_units)
+               for index, workload in enumerate(workloads)]
+    model.objective_penalised(penalty)
+    relaxed = solver.generate_columns(model, budget=0.15)
+    solver.stages.append("pricing-lp")
+    values = relaxed.variable_values() if relaxed.has_primal_feasible_solution() else {}
+    everyone = bool(values) and all(values[model.served[i]] >= model.served[i].upper_bound - 1e-6
+                                    for i in range(len(workloads)))
+    chosen, result, lp = {}, None, None
+    if everyone:
+        model.fix_served()
+        model.objective_cost()
+        chosen, result, lp = _cost_stage(solver, model, incumbent, targets)
+    if not chosen:
+        # Workloads compete for short supply. Stage 1 maximises priority-weighted service. Stage 2 keeps
+        # it: the workloads stage 1 left short keep its nodes (they hold the contested supply), and
+        # everyone else is re-optimised for cost at the service stage 1 gave them.
+        for variable in model.served.values():
+            variable.lower_bound = 0.0
+        model.objective_serve()
+        served = solver.mip(model, model.hint(incumbent), share=0.35)
+        solver.stages.append("serve-mip")
+        stage_one = _solution(model, served)
+        incumbent = _best_of(model, incumbent, stage_one, _polish(model, stage_one))
+        levels = _coverage(model, incumbent)
+        short = {index for index in range(len(workloads)) if levels[index] < targets[index] - 1e-6}
+        targets = [levels[index] if index in short else targets[index] for index in range(len(workloads))]
+        model = _Model(workloads, table, columns, targets)
+        model.freeze(incumbent, short)
         for index, workload in enumerate(workloads):
             for position in _initial_positions(workload, columns[index], table):
                 model.add(index, position)
-        for (index, key) in previous_nodes:
-            if (index, key) in keys:
-                model.add(index, keys[(index, key)])
-        return model
+        for index, position in incumbent:
+            model.add(index, position)
+        model.fix_served()
+        model.objective_cost()
+        chosen, result, lp = _cost_stage(solver, model, incumbent, targets)
+    if incumbent and (not chosen or _worse(model, chosen, incumbent)):
+        chosen = incumbent
+        solver.stages.append("heuristic-kept")
+    return _assemble(workloads, table, builder, columns, model, chosen, result, lp, options, solver)
 
-    def hints(model: _Model) -> dict[mathopt.Variable, float]:
-        return {model.x[(index, keys[(index, key)])]: float(nodes) for (index, key), nodes in previous_nodes.items()
-                if (index, key) in keys and (index, keys[(index, key)]) in model.x}
 
-    model = seeded(partial=False)
-    model.objective_cost()
-    lp = solver.generate_columns(model, serving=False)
+def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], targets: list[float]):
+    """Cost at fixed service: column generation, an LP-rounded incumbent, then the restricted MIP."""
+    lp = solver.generate_columns(model, budget=0.15)
     solver.stages.append("cost-lp")
-    result = None
-    if lp.termination.reason == mathopt.TerminationReason.OPTIMAL:
-        result = solver.mip(model, hints(model))
-        solver.stages.append("cost-mip")
-    if result is None or not result.has_primal_feasible_solution():
-        # Not all demand can be served: priorities first, then cost at that service level.
-        model = seeded(partial=True)
-        model.objective_serve()
-        solver.generate_columns(model, serving=True)
-        served = solver.mip(model, hints(model))
-        solver.stages.append("serve-mip")
-        floor = -served.objective_value() if served.has_primal_feasible_solution() else 0.0
-        model.objective_cost(served_floor=floor - 1e-6 * max(1.0, floor))
-        lp = solver.generate_columns(model, serving=False)
-        result = solver.mip(model, hints(model))
-        solver.stages.append("cost-mip")
-    return _assemble(workloads, table, builder, columns, model, result, lp, options, solver, started)
+    incumbent = _best_of(model, incumbent if model.satisfies(incumbent) else {}, _round_lp(model, lp, incumbent))
+    final = _restricted(model, lp, incumbent, targets)
+    result = solver.mip(final, final.hint(incumbent))
+    solver.stages.append("cost-mip")
+    chosen = _solution(final, result)
+    if incumbent and (not chosen or _worse(model, chosen, incumbent)):
+        chosen = incumbent
+    return chosen, result, lp
+
+
+def _round_lp(model: _Model, lp: mathopt.SolveResult, fallback: dict[tuple[int, int], int]
+              ) -> dict[tuple[int, int], int]:
+    """A cost-aware incumbent from the LP: spread workloads keep their part of ``fallback``; the others
+    take the LP's nodes rounded down (never over capacity), then refill what rounding lost from their
+    cheapest columns with room, by priority. Empty when that cannot reach every workload's LP service."""
+    if lp is None or not lp.has_primal_feasible_solution():
+        return {}
+    values = lp.variable_values()
+    free = model.table.capacity.copy()
+    assignment: dict[tuple[int, int], int] = {}
+
+    def take(key: tuple[int, int], nodes: int) -> int:
+        supply = int(model.columns[key[0]].supply[key[1]])
+        nodes = int(min(nodes, free[supply]))
+        if nodes > 0:
+            model.add(*key)
+            assignment[key] = assignment.get(key, 0) + nodes
+            free[supply] -= nodes
+        return max(nodes, 0)
+
+    spread = [index for index, workload in enumerate(model.workloads) if model._spread(workload)]
+    for key, nodes in fallback.items():
+        if key[0] in spread and take(key, nodes) < nodes:
+            return {}
+    for key, variable in model.x.items():
+        if key[0] not in spread and values.get(variable, 0.0) >= 1 - 1e-6:
+            take(key, math.floor(values[variable] + 1e-6))
+    covered = _coverage(model, assignment)
+    order = sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i))
+    for index in (i for i in order if i not in spread):
+        workload, cols = model.workloads[index], model.columns[index]
+        needed = values.get(model.served[index], 0.0) * workload.demand_units
+        for position in range(len(cols)):  # cheapest per unit first
+            if covered[index] >= needed - 1e-6:
+                break
+            if workload.min_on_demand_share and cols.spot[position]:
+                continue  # on-demand refills keep the share rule
+            units = float(cols.units[position])
+            covered[index] += units * take((index, position), math.ceil((needed - covered[index]) / units - 1e-9))
+        if covered[index] < needed - 1e-6:
+            return {}
+    return assignment if model.satisfies(assignment) else {}
+
+
+def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """Stage 1's service at a lower cost. Its nodes on supplies it fills to capacity (the contested
+    ones, which decide who is served) stay; so do spread and on-demand-share workloads' nodes. Every
+    other workload, by priority, gives back its own remaining nodes and re-fills its service level
+    cheapest-first from what is free, which always succeeds: what it gave back is still there."""
+    table = model.table
+    used = np.zeros(len(table))
+    for (index, position), nodes in solution.items():
+        used[int(model.columns[index].supply[position])] += nodes
+    contested = np.isfinite(table.capacity) & (used >= table.capacity - 0.5)
+    free = table.capacity - used
+    levels = _coverage(model, solution)
+
+    def fixed(index: int) -> bool:
+        workload = model.workloads[index]
+        return bool(model._spread(workload) or workload.min_on_demand_share)
+
+    assignment = {key: nodes for key, nodes in solution.items()
+                  if fixed(key[0]) or contested[int(model.columns[key[0]].supply[key[1]])]}
+    released: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for key, nodes in solution.items():
+        if key not in assignment:
+            released[key[0]].append((int(model.columns[key[0]].supply[key[1]]), nodes))
+    covered = _coverage(model, assignment)
+    for index in sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i)):
+        if fixed(index):
+            continue
+        for supply, nodes in released[index]:
+            free[supply] += nodes
+        cols = model.columns[index]
+        for position in range(len(cols)):  # cheapest per unit first
+            if covered[index] >= levels[index] - 1e-6:
+                break
+            supply = int(cols.supply[position])
+            units = float(cols.units[position])
+            nodes = int(min(free[supply], math.ceil((levels[index] - covered[index]) / units - 1e-9)))
+            if nodes > 0 and not contested[supply]:
+                model.add(index, position)
+                assignment[(index, position)] = assignment.get((index, position), 0) + nodes
+                free[supply] -= nodes
+                covered[index] += nodes * units
+    return assignment if model.satisfies(assignment) else {}
+
+
+def _restricted(model: _Model, lp: mathopt.SolveResult, incumbent: dict[tuple[int, int], int],
+                targets: list[float]) -> _Model:
+    """The final MIP over the columns that matter: the LP's support, the incumbent's, and each
+    workload's cheapest few. Service bounds carry over; the LP bound stays the full model's."""
+    restricted = _Model(model.workloads, model.table, model.columns, targets)
+    if model.fixed:
+        restricted.freeze(model.fixed, set(getattr(model, "_frozen", ())))
+    for index, variable in model.served.items():
+        restricted.served[index].lower_bound = variable.lower_bound
+    values = lp.variable_values() if lp is not None and lp.has_primal_feasible_solution() else {}
+    keys = {key for key, variable in model.x.items() if values.get(variable, 0.0) > 1e-6} | set(incumbent)
+    for index, columns in enumerate(model.columns):
+        keys.update((index, position) for position in range(min(RESTRICTED_CHEAPEST, len(columns))))
+    for key in sorted(keys):
+        restricted.add(*key)
+    restricted.objective_cost()
+    return restricted
+
+
+def _coverage(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[int, float]:
+    covered: dict[int, float] = defaultdict(float)
+    for (index, position), nodes in assignment.items():
+        covered[index] += float(model.columns[index].units[position]) * nodes
+    return {index: min(covered[index], model.served[index].upper_bound * workload.demand_units)
+            for index, workload in enumerate(model.workloads)}
+
+
+def _best_of(model: _Model, *candidates: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    best: dict[tuple[int, int], int] = {}
+    for candidate in candidates:
+        if candidate and model.satisfies(candidate) and (not best or _worse(model, best, candidate)):
+            best = candidate
+    return best
+
+
+def _previous_assignment(previous: Plan, workloads: list[Workload], columns: list[Columns],
+                         table: SupplyTable) -> dict[tuple[int, int], int]:
+    """A previous plan's nodes mapped onto this problem's columns (for warm starts)."""
+    by_name = {workload.name: index for index, workload in enumerate(workloads)}
+    supply_of = {key: index for index, key in enumerate(table.keys)}
+    assignment = {}
+    for (name, key), nodes in previous.assignment.items():
+        index, supply = by_name.get(name), supply_of.get(key)
+        if index is None or supply is None:
+            continue
+        positions = np.flatnonzero(columns[index].supply == supply)
+        if len(positions):
+            assignment[(index, int(positions[0]))] = nodes
+    return assignment
+
+
+def _worse(model: _Model, chosen: dict[tuple[int, int], int], other: dict[tuple[int, int], int]) -> bool:
+    """Whether ``chosen`` serves less priority-weighted demand than ``other``, or the same for more."""
+    def score(assignment):
+        served = defaultdict(float)
+        cost = 0.0
+        for (index, position), nodes in assignment.items():
+            served[index] += float(model.columns[index].units[position]) * nodes
+            cost += float(model.columns[index].weight[position]) * nodes
+        value = sum(w.priority * min(model.served[i].upper_bound, served[i] / w.demand_units)
+                    for i, w in enumerate(model.workloads))
+        return value, cost
+    (mine, my_cost), (theirs, their_cost) = score(chosen), score(other)
+    return mine < theirs - 1e-6 or (abs(mine - theirs) <= 1e-6 and my_cost > their_cost * (1 + 1e-9))
 
 
 def _solution(model: _Model, result: mathopt.SolveResult) -> dict[tuple[int, int], int]:
-    if not result.has_primal_feasible_solution():
+    """Nodes per column; a spread workload whose nodes don't make its spread (the MIP may leave stray
+    nodes where an objective doesn't price them) is unserved and loses them."""
+    if result is None or not result.has_primal_feasible_solution():
         return {}
     values = result.variable_values()
-    return {key: int(round(values[variable])) for key, variable in model.x.items() if values[variable] > 0.5}
+    chosen = {key: int(round(values.get(variable, 0.0))) for key, variable in model.x.items()
+              if values.get(variable, 0.0) > 0.5}
+    broken = {index for index in {key[0] for key in chosen}
+              if not model.satisfies({key: nodes for key, nodes in chosen.items() if key[0] == index})}
+    return {key: nodes for key, nodes in chosen.items() if key[0] not in broken}
 
 
-def _assemble(workloads, table, builder, columns, model, result, lp, options, solver, started) -> Plan:
-    chosen = _solution(model, result)
+def _assemble(workloads, table, builder, columns, model, chosen, result, lp, options, solver) -> Plan:
     used_by_supply: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for (index, position), nodes in chosen.items():
         used_by_supply[int(columns[index].supply[position])].append((workloads[index].name, nodes))
@@ -348,8 +643,9 @@ def _assemble(workloads, table, builder, columns, model, result, lp, options, so
                                None if workload.serves_tokens else round(missing, 3), reason))
         if options.explain:
             explanations.append(_explain(index, workload, cols, mine, workload_cost, table, builder, used_by_supply))
+    objective = sum(float(columns[index].weight[position]) * nodes
+                    for (index, position), nodes in chosen.items()) if chosen else None
     bounds = result.termination.objective_bounds if result is not None else None
-    objective = result.objective_value() if result is not None and result.has_primal_feasible_solution() else None
     bound = bounds.dual_bound if bounds is not None and math.isfinite(bounds.dual_bound) else None
     gap = (objective - bound) / max(abs(objective), 1e-9) if objective is not None and bound is not None else None
     lp_bound = lp.objective_value() if lp is not None and lp.termination.reason == mathopt.TerminationReason.OPTIMAL \
@@ -357,23 +653,22 @@ def _assemble(workloads, table, builder, columns, model, result, lp, options, so
     report = SolverReport(
         solver=options.solver, status=result.termination.reason.name.lower() if result is not None else "infeasible",
         objective=None if objective is None else round(objective, 2), bound=None if bound is None else round(bound, 2),
-        gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - started, 3),
-        lp_bound=None if lp_bound is None else round(lp_bound, 2), columns=len(model.x), stages=tuple(solver.stages))
+        gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - solver.started, 3),
+        lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_bound_proven=solver.proven,
+        columns=len(model.x), stages=tuple(solver.stages))
     return Plan(options.currency, tuple(placements), tuple(unmet), tuple(explanations), report, assignment)
 
 
 def _capacity_reason(workload, cols, table, used_by_supply) -> str:
     """Name the cheapest supplies this workload could use that are full, and who holds them."""
+    used = np.array([sum(nodes for _, nodes in used_by_supply.get(int(supply), [])) for supply in cols.supply[:200]])
+    capacity = table.capacity[cols.supply[:200]]
     full = []
-    for position in range(len(cols)):
+    for position in np.flatnonzero(np.isfinite(capacity) & (used >= capacity))[:3]:
         supply = int(cols.supply[position])
-        holders = used_by_supply.get(supply, [])
-        if math.isfinite(table.capacity[supply]) and sum(nodes for _, nodes in holders) >= table.capacity[supply]:
-            others = ", ".join(f"{name} {nodes}" for name, nodes in holders if name != workload.name)
-            full.append(f"{table.supplies[supply].label} ({int(table.capacity[supply])} nodes"
-                        + (f"; taken by {others}" if others else "") + ")")
-        if len(full) == 3:
-            break
+        others = ", ".join(f"{name} {nodes}" for name, nodes in used_by_supply.get(supply, []) if name != workload.name)
+        full.append(f"{table.supplies[supply].label} ({int(table.capacity[supply])} nodes"
+                    + (f"; taken by {others}" if others else "") + ")")
     if not full:
         return "spread or on-demand share cannot be met by the supply left"
     return "capacity of " + "; ".join(full)
@@ -443,9 +738,10 @@ def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> 
         keep = np.flatnonzero(gpu_of == gpu)
         subset = Columns(0, cols.supply[keep], cols.units[keep], cols.replicas[keep], cols.tensor_parallel[keep],
                          cols.cost[keep], cols.cost[keep], cols.spot[keep])
-        model = _Model([workload], table, [subset], partial=False)
+        model = _Model([workload], table, [subset], [workload.demand_units])
         for position in range(len(subset)):
             model.add(0, position)
+        model.fix_served()
         model.objective_cost()
         model.set_integer(True)
         result = mathopt.solve(model.model, mathopt.SolverType.HIGHS, params=mathopt.SolveParameters(

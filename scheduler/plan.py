@@ -52,7 +52,8 @@ class SolverReport:
     bound: float | None
     gap: float | None
     seconds: float
-    lp_bound: float | None  # LP relaxation over all feasible columns (column generation proves it)
+    lp_bound: float | None  # LP relaxation of the final stage
+    lp_bound_proven: bool  # column generation priced out every feasible column: a bound for the full problem
     columns: int
     stages: tuple[str, ...] = ()
 

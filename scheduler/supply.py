@@ -76,6 +76,7 @@ class SupplyTable:
         self.price = np.array([supply.price_per_hour for supply in self.supplies])
         self.min_term = np.array([offer.min_term_hours for offer in offers_])
         self.capacity = np.array([supply.capacity for supply in self.supplies])
+        self.keys = [supply.offer.key for supply in self.supplies]
 
     def __len__(self) -> int:
         return len(self.supplies)

@@ -134,7 +134,7 @@ class Workload(_Strict):
     regions: Residency = Residency()
     providers: ProviderPolicy = ProviderPolicy()
     spot: SpotPolicy = SpotPolicy.ALLOWED
-    min_on_demand_share: float = Field(default=0.0, ge=0, le=1)
+    min_on_demand_share: float = Field(default=0.0, ge=0, le=1, description="share of capacity that must not be spot")
     spread: Spread = Spread()
     priority: int = Field(default=1, ge=1, le=1000)
     hours: float = Field(default=720.0, gt=0, le=87600)

@@ -185,3 +185,24 @@ def test_unknown_capacity_assumption_is_overridable():
     capped = plan(fleet(replicas("w", 4)), offers, options=PlanOptions(unknown_capacity=1))
     assert {p.region: p.nodes for p in capped.placements} == {"cheap": 1, "dear": 3}
     assert math.isclose(plan(fleet(replicas("w", 4)), offers).total_cost, 4.0)
+
+
+def test_greedy_baseline_assignments_are_feasible_for_the_model():
+    from pricing.fx import FxTable
+    from scheduler.baselines import greedy_assignment
+    from scheduler.optimizer import _Model
+    from scheduler.supply import ColumnBuilder, SupplyTable
+    from scheduler.throughput import ThroughputModel
+
+    offers = [make_offer(provider="aws", gpu_count=1, price_per_hour=1.0, pricing=PricingModel.SPOT),
+              make_offer(provider="aws", gpu_count=1, price_per_hour=2.0, available_nodes=1),
+              make_offer(provider="gcp", region="us-central1", gpu_count=1, price_per_hour=3.0, available_nodes=1)]
+    workloads = fleet(replicas("share", 4, min_on_demand_share=0.5), replicas("spread", 4, spread={"min_providers": 2}))
+    table = SupplyTable(offers, FxTable(), "USD", None)
+    builder = ColumnBuilder(table, ThroughputModel())
+    columns = [builder.columns(index, workload) for index, workload in enumerate(workloads)]
+    assignment, outcomes = greedy_assignment(workloads, columns, table)
+    model = _Model(workloads, table, columns, [4.0, 4.0])
+    assert model.satisfies(assignment)
+    assert outcomes[0][1] == 4  # two on-demand nodes (aws, gcp) let two spot nodes in at share 0.5
+    assert outcomes[1] == (0.0, 0.0)  # gcp is then full: the spread workload gets nothing rather than half

@@ -1,0 +1,145 @@
+"""Simple placement strategies the optimizer is measured against (benchmarks/optimizer.py).
+
+All work on the optimizer's own columns (same feasibility, throughput and costs), so the only
+difference is the decision rule:
+
+- ``greedy``: workloads by priority, then demand, each filling its cheapest-per-unit columns
+  while capacity lasts (on-demand share and spread honoured by filling those parts first);
+- ``cheapest_ignoring_capacity``: every workload takes its cheapest column as if alone, and the
+  supplies over capacity are counted (what per-task tools like SkyPilot would pick);
+- ``single_type``: per workload, the cheapest plan with one GPU type (capacity per supply honoured,
+  other workloads ignored), as a Mélange-style "one GPU type" reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.supply import Columns, SupplyTable
+from scheduler.workloads import Workload
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    cost: float
+    unmet_units: float  # demand left unserved, summed in each workload's own unit, as a fraction of demand
+    served_priority: float  # sum of priority x served fraction
+    violations: int = 0  # supplies used beyond their capacity
+
+
+def _fill(cols: Columns, positions: np.ndarray, needed: float, free: np.ndarray | None,
+          taken: np.ndarray) -> tuple[float, float]:
+    """Take nodes from ``positions`` in order until ``needed`` units are covered; returns (cost, covered).
+
+    ``free`` caps nodes per supply (None: capacity ignored); ``taken`` accumulates nodes per supply.
+    """
+    cost = covered = 0.0
+    for position in positions:
+        if covered >= needed - 1e-9:
+            break
+        supply = int(cols.supply[position])
+        units = float(cols.units[position])
+        nodes = math.ceil((needed - covered) / units - 1e-9)
+        if free is not None:
+            nodes = int(min(nodes, free[supply]))
+            free[supply] -= nodes
+        taken[supply] += nodes
+        cost += nodes * float(cols.cost[position])
+        covered += nodes * units
+    return cost, covered
+
+
+def _serve_part(workload: Workload, cols: Columns, positions: np.ndarray, needed: float, free: np.ndarray | None,
+                taken: np.ndarray) -> tuple[float, float]:
+    """Cover ``needed`` units from ``positions``, the workload's on-demand share from on-demand columns first."""
+    share = workload.min_on_demand_share
+    if share <= 0:
+        return _fill(cols, positions, needed, free, taken)
+    cost, on_demand = _fill(cols, positions[~cols.spot[positions]], needed * share, free, taken)
+    # The rest may be spot, but no more than the on-demand part allows: on-demand >= share x served.
+    rest_cost, rest = _fill(cols, positions, min(needed - on_demand, on_demand * (1 / share - 1)), free, taken)
+    return cost + rest_cost, on_demand + rest
+
+
+def _serve(workload: Workload, cols: Columns, table: SupplyTable, free: np.ndarray | None,
+           taken: np.ndarray) -> tuple[float, float]:
+    demand = workload.demand_units
+    order = np.arange(len(cols))
+    spread = workload.spread.min_providers or workload.spread.min_regions
+    if not spread:
+        cost, covered = _serve_part(workload, cols, order, demand, free, taken)
+        return cost, min(covered, demand)
+    groups: dict[str, list[int]] = defaultdict(list)  # one equal part per distinct group, cheapest groups first
+    for position in order:
+        offer = table.supplies[int(cols.supply[position])].offer
+        groups[offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"].append(
+            int(position))
+    cost = covered = 0.0
+    mine = np.zeros_like(taken)
+    parts = []
+    for positions in list(groups.values())[:spread]:
+        part_cost, part = _serve_part(workload, cols, np.array(positions), demand / spread, free, mine)
+        cost, covered = cost + part_cost, covered + part
+        parts.append(part)
+    if len(parts) < spread or min(parts) < demand / spread - 1e-9:  # all or nothing: give a partial spread back
+        if free is not None:
+            free += mine
+        return 0.0, 0.0
+    taken += mine
+    return cost, min(covered, demand)
+
+
+def _result(workloads: list[Workload], outcomes: list[tuple[float, float]], violations: int = 0) -> BaselineResult:
+    return BaselineResult(
+        cost=sum(cost for cost, _ in outcomes),
+        unmet_units=sum(1 - covered / w.demand_units for w, (_, covered) in zip(workloads, outcomes)),
+        served_priority=sum(w.priority * covered / w.demand_units for w, (_, covered) in zip(workloads, outcomes)),
+        violations=violations)
+
+
+def greedy_assignment(workloads: list[Workload], columns: list[Columns], table: SupplyTable
+                      ) -> tuple[dict[tuple[int, int], int], list[tuple[float, float]]]:
+    """Greedy's nodes per (workload, column position), and its (cost, covered) per workload."""
+    free = table.capacity.copy()
+    nodes: dict[tuple[int, int], int] = {}
+    outcomes: list[tuple[float, float]] = [(0.0, 0.0)] * len(workloads)
+    for index in sorted(range(len(workloads)), key=lambda i: (-workloads[i].priority, -workloads[i].demand_units, i)):
+        cols = columns[index]
+        taken = np.zeros(len(table))
+        outcomes[index] = _serve(workloads[index], cols, table, free, taken)
+        for position, supply in enumerate(cols.supply):
+            if taken[supply] > 0:
+                nodes[(index, position)] = int(taken[supply])
+                taken[supply] = 0
+    return nodes, outcomes
+
+
+def greedy(workloads: list[Workload], columns: list[Columns], table: SupplyTable) -> BaselineResult:
+    return _result(workloads, greedy_assignment(workloads, columns, table)[1])
+
+
+def cheapest_ignoring_capacity(workloads: list[Workload], columns: list[Columns], table: SupplyTable) -> BaselineResult:
+    taken = np.zeros(len(table))
+    outcomes = [_serve(workload, columns[index], table, None, taken) for index, workload in enumerate(workloads)]
+    return _result(workloads, outcomes, violations=int(np.sum(taken > table.capacity + 1e-9)))
+
+
+def single_type(workloads: list[Workload], columns: list[Columns], table: SupplyTable) -> BaselineResult:
+    outcomes = []
+    for index, workload in enumerate(workloads):
+        cols = columns[index]
+        gpu_of = np.array([table.supplies[int(s)].offer.gpu for s in cols.supply], dtype=object)
+        best = (0.0, 0.0)
+        for gpu in sorted(set(gpu_of)):
+            keep = np.flatnonzero(gpu_of == gpu)
+            subset = Columns(index, cols.supply[keep], cols.units[keep], cols.replicas[keep],
+                             cols.tensor_parallel[keep], cols.cost[keep], cols.weight[keep], cols.spot[keep])
+            spent, covered = _serve(workload, subset, table, table.capacity.copy(), np.zeros(len(table)))
+            if (covered, -spent) > (best[1], -best[0]):
+                best = (spent, covered)
+        outcomes.append(best)
+    return _result(workloads, outcomes)
