@@ -24,12 +24,15 @@ demo: $(STAMP)
 	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply compare --gpu H100 --gpus 64 --months 3 --currency CNY --geo cn,apac
 	@echo; echo "== gpu-supply offers --min-gpu-memory 80 --geo eu --pricing on_demand --limit 10"
 	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply offers --min-gpu-memory 80 --geo eu --pricing on_demand --limit 10
+	@echo; echo "== gpu-supply plan examples/workloads.yaml"
+	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply plan examples/workloads.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/optimizer.py
 
 # Rebuild the embedded snapshot from public SkyPilot-format catalogs with the project's own importer.
 snapshot: $(STAMP)

@@ -32,12 +32,13 @@ class BaselineResult:
 
 
 def _fill(cols: Columns, positions: np.ndarray, needed: float, free: np.ndarray | None,
-          taken: np.ndarray) -> tuple[float, float]:
-    """Take nodes from ``positions`` in order until ``needed`` units are covered; returns (cost, covered).
+          taken: np.ndarray) -> tuple[float, float, float]:
+    """Take nodes from ``positions`` in order until ``needed`` units are covered.
 
-    ``free`` caps nodes per supply (None: capacity ignored); ``taken`` accumulates nodes per supply.
+    Returns (cost, covered, of which on-demand). ``free`` caps nodes per supply (None: capacity
+    ignored); ``taken`` accumulates nodes per supply.
     """
-    cost = covered = 0.0
+    cost = covered = on_demand = 0.0
     for position in positions:
         if covered >= needed - 1e-9:
             break
@@ -50,19 +51,25 @@ def _fill(cols: Columns, positions: np.ndarray, needed: float, free: np.ndarray 
         taken[supply] += nodes
         cost += nodes * float(cols.cost[position])
         covered += nodes * units
-    return cost, covered
+        on_demand += 0.0 if cols.spot[position] else nodes * units
+    return cost, covered, on_demand
 
 
 def _serve_part(workload: Workload, cols: Columns, positions: np.ndarray, needed: float, free: np.ndarray | None,
                 taken: np.ndarray) -> tuple[float, float]:
-    """Cover ``needed`` units from ``positions``, the workload's on-demand share from on-demand columns first."""
+    """Cover ``needed`` units from ``positions``; on-demand units stay >= the share of all units."""
     share = workload.min_on_demand_share
     if share <= 0:
-        return _fill(cols, positions, needed, free, taken)
-    cost, on_demand = _fill(cols, positions[~cols.spot[positions]], needed * share, free, taken)
-    # The rest may be spot, but no more than the on-demand part allows: on-demand >= share x served.
-    rest_cost, rest = _fill(cols, positions, min(needed - on_demand, on_demand * (1 / share - 1)), free, taken)
-    return cost + rest_cost, on_demand + rest
+        return _fill(cols, positions, needed, free, taken)[:2]
+    on_demand_positions = positions[~cols.spot[positions]]
+    cost, covered, on_demand = _fill(cols, on_demand_positions, needed * share, free, taken)
+    rest_cost, rest, rest_on_demand = _fill(cols, positions, min(needed - covered, on_demand * (1 / share - 1)),
+                                            free, taken)
+    cost, covered, on_demand = cost + rest_cost, covered + rest, on_demand + rest_on_demand
+    if on_demand < share * covered - 1e-9 and share < 1:  # whole spot nodes overshot: top up on-demand
+        top_cost, top, _ = _fill(cols, on_demand_positions, (share * covered - on_demand) / (1 - share), free, taken)
+        cost, covered = cost + top_cost, covered + top
+    return cost, covered
 
 
 def _serve(workload: Workload, cols: Columns, table: SupplyTable, free: np.ndarray | None,

@@ -268,9 +268,15 @@ class _Solver:
         threads = None if solver == mathopt.SolverType.HIGHS else 1  # HiGHS rejects it; its MIP runs on one
         return mathopt.SolveParameters(time_limit=self.remaining(share), random_seed=0, threads=threads, **extra)
 
-    def lp(self, model: _Model) -> mathopt.SolveResult:
+    def lp(self, model: _Model) -> mathopt.SolveResult | None:
+        """The LP relaxation, or None when the solver fails (plans then rest on the incumbent)."""
         model.set_integer(False)
-        return mathopt.solve(model.model, mathopt.SolverType.HIGHS, params=self.params(mathopt.SolverType.HIGHS))
+        try:
+            return mathopt.solve(model.model, mathopt.SolverType.HIGHS, params=self.params(mathopt.SolverType.HIGHS))
+        except Exception:  # noqa: BLE001 - HiGHS internal errors surface as StatusNotOk or, through an
+            # OR-Tools wrapper bug, AttributeError; either way there is no LP this time
+            self.stages.append("lp-failed")
+            return None
 
     def mip(self, model: _Model, hint: dict[mathopt.Variable, float], share: float = 1.0) -> mathopt.SolveResult:
         model.set_integer(True)
@@ -284,7 +290,11 @@ class _Solver:
             return mathopt.solve(model.model, solver, params=params, model_params=model_params)
         except Exception:  # noqa: BLE001 - a solver that rejects the hint (OR-Tools' error wrapper itself
             # fails on some statuses, raising AttributeError) gets the same model without it
-            return mathopt.solve(model.model, solver, params=params)
+            try:
+                return mathopt.solve(model.model, solver, params=params)
+            except Exception:  # noqa: BLE001 - no MIP result: the plan rests on the incumbent
+                self.stages.append("mip-failed")
+                return None
 
     def generate_columns(self, model: _Model, budget: float) -> mathopt.SolveResult:
         """Column generation on the LP relaxation until no column has a negative reduced cost.
@@ -294,9 +304,12 @@ class _Solver:
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
         self.proven = False
+        result = None
         for _ in range(MAX_PRICING_ROUNDS):
+            if time.monotonic() > self.deadline:
+                return result
             result = self.lp(model)
-            if result.termination.reason != mathopt.TerminationReason.OPTIMAL:
+            if result is None or result.termination.reason != mathopt.TerminationReason.OPTIMAL:
                 return result
             duals = result.dual_values()
             capacity_duals = model.capacity_duals(duals)
@@ -314,7 +327,7 @@ class _Solver:
                 self.proven = True
                 return result
             if time.monotonic() > stop:
-                return self.lp(model)
+                return self.lp(model) if time.monotonic() < self.deadline else result
         return self.lp(model)
 
 
@@ -378,7 +391,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
             model.add(index, position)
     for index, position in [*greedy, *warm]:
         model.add(index, position)
-    incumbent = warm if warm and model.satisfies(warm) else greedy if model.satisfies(greedy) else {}
+    incumbent = _best_of(model, _drop_broken(model, greedy), _drop_broken(model, warm))
     # Reward for serving a workload: ten times what serving it at its dearest candidate unit price costs,
     # scaled by priority, so this pricing LP serves before it saves (the MIPs then keep the strict order).
     penalty = [workload.priority * 10 * max(1.0, float((columns[index].cost / columns[index].units).max(initial=0.0))
@@ -387,7 +400,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     model.objective_penalised(penalty)
     relaxed = solver.generate_columns(model, budget=0.15)
     solver.stages.append("pricing-lp")
-    values = relaxed.variable_values() if relaxed.has_primal_feasible_solution() else {}
+    values = relaxed.variable_values() if relaxed is not None and relaxed.has_primal_feasible_solution() else {}
     everyone = bool(values) and all(values[model.served[i]] >= model.served[i].upper_bound - 1e-6
                                     for i in range(len(workloads)))
     chosen, result, lp = {}, None, None
@@ -402,7 +415,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         for variable in model.served.values():
             variable.lower_bound = 0.0
         model.objective_serve()
-        served = solver.mip(model, model.hint(incumbent), share=0.35)
+        served = solver.mip(model, model.hint(incumbent), share=0.35) if time.monotonic() < solver.deadline else None
         solver.stages.append("serve-mip")
         stage_one = _solution(model, served)
         incumbent = _best_of(model, incumbent, stage_one, _polish(model, stage_one))
@@ -431,7 +444,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     solver.stages.append("cost-lp")
     incumbent = _best_of(model, incumbent if model.satisfies(incumbent) else {}, _round_lp(model, lp, incumbent))
     final = _restricted(model, lp, incumbent, targets)
-    result = solver.mip(final, final.hint(incumbent))
+    result = solver.mip(final, final.hint(incumbent)) if time.monotonic() < solver.deadline else None
     solver.stages.append("cost-mip")
     chosen = _solution(final, result)
     if incumbent and (not chosen or _worse(model, chosen, incumbent)):
@@ -599,11 +612,15 @@ def _solution(model: _Model, result: mathopt.SolveResult) -> dict[tuple[int, int
     if result is None or not result.has_primal_feasible_solution():
         return {}
     values = result.variable_values()
-    chosen = {key: int(round(values.get(variable, 0.0))) for key, variable in model.x.items()
-              if values.get(variable, 0.0) > 0.5}
-    broken = {index for index in {key[0] for key in chosen}
-              if not model.satisfies({key: nodes for key, nodes in chosen.items() if key[0] == index})}
-    return {key: nodes for key, nodes in chosen.items() if key[0] not in broken}
+    return _drop_broken(model, {key: int(round(values.get(variable, 0.0))) for key, variable in model.x.items()
+                                if values.get(variable, 0.0) > 0.5})
+
+
+def _drop_broken(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """Without the workloads whose nodes break their own spread or share rule (they count as unserved)."""
+    broken = {index for index in {key[0] for key in assignment}
+              if not model.satisfies({key: nodes for key, nodes in assignment.items() if key[0] == index})}
+    return {key: nodes for key, nodes in assignment.items() if key[0] not in broken}
 
 
 def _assemble(workloads, table, builder, columns, model, chosen, result, lp, options, solver) -> Plan:
@@ -651,7 +668,7 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, lp, opt
     lp_bound = lp.objective_value() if lp is not None and lp.termination.reason == mathopt.TerminationReason.OPTIMAL \
         else None
     report = SolverReport(
-        solver=options.solver, status=result.termination.reason.name.lower() if result is not None else "infeasible",
+        solver=options.solver, status=result.termination.reason.name.lower() if result is not None else "not_solved",
         objective=None if objective is None else round(objective, 2), bound=None if bound is None else round(bound, 2),
         gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - solver.started, 3),
         lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_bound_proven=solver.proven,
