@@ -18,6 +18,7 @@ reported LP bound valid for the full problem while the MIP sees a fraction of th
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import defaultdict
@@ -192,7 +193,15 @@ class _Model:
             values[supply] = duals.get(constraint, 0.0)
         return values
 
-    def reduced_costs(self, duals: dict, capacity_duals: np.ndarray, index: int) -> np.ndarray:
+    def group_duals(self, duals: dict) -> dict[int, dict[str, float]]:
+        values: dict[int, dict[str, float]] = defaultdict(dict)
+        for (index, key), constraint in self.group.items():
+            if key:
+                values[index][key] = duals.get(constraint, 0.0)
+        return values
+
+    def reduced_costs(self, duals: dict, capacity_duals: np.ndarray, group_duals: dict[int, dict[str, float]],
+                      index: int) -> np.ndarray:
         """Reduced cost c - A'y of every column of workload ``index`` under the LP's duals."""
         workload, columns = self.workloads[index], self.columns[index]
         units = columns.units / workload.demand_units  # rows are in fractions of demand
@@ -202,29 +211,37 @@ class _Model:
             on_demand = np.where(columns.spot, 0.0, 1.0)
             reduced -= duals.get(self.share[index], 0.0) * (on_demand - workload.min_on_demand_share) * units
         if self._spread(workload):
-            group_duals = {key: duals.get(constraint, 0.0) for (w, key), constraint in self.group.items()
-                           if w == index and key}
-            reduced -= units * np.array([group_duals.get(key, 0.0) for key in self.groups_of(index)])
+            mine = group_duals.get(index, {})
+            reduced -= units * np.array([mine.get(key, 0.0) for key in self.groups_of(index)])
         return reduced - capacity_duals[columns.supply]
 
     def satisfies(self, assignment: dict[tuple[int, int], int]) -> bool:
         """Whether an assignment meets the share and spread rows (capacity is the caller's to keep)."""
-        for index, workload in enumerate(self.workloads):
-            cols = self.columns[index]
-            mine = [(p, n) for (w, p), n in assignment.items() if w == index]
+        return not self.broken(assignment)
+
+    def broken(self, assignment: dict[tuple[int, int], int]) -> set[int]:
+        """Workloads whose nodes in ``assignment`` break their own share or spread rule."""
+        by_workload: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for (index, position), nodes in assignment.items():
+            by_workload[index].append((position, nodes))
+        broken = set()
+        for index, mine in by_workload.items():
+            workload, cols = self.workloads[index], self.columns[index]
+            share, spread = workload.min_on_demand_share, self._spread(workload)
+            if not share and not spread:
+                continue
             total = sum(float(cols.units[p]) * n for p, n in mine)
-            if workload.min_on_demand_share and total:
+            if share and total:
                 on_demand = sum(float(cols.units[p]) * n for p, n in mine if not cols.spot[p])
-                if on_demand < workload.min_on_demand_share * total - 1e-6:
-                    return False
-            spread = self._spread(workload)
+                if on_demand < share * total - 1e-6:
+                    broken.add(index)
             if spread and total:
                 per_group: dict[str, float] = defaultdict(float)
                 for p, n in mine:
                     per_group[self.group_key(workload, int(cols.supply[p]))] += float(cols.units[p]) * n
                 if sum(amount >= workload.demand_units / spread - 1e-9 for amount in per_group.values()) < spread:
-                    return False
-        return True
+                    broken.add(index)
+        return broken
 
     def hint(self, assignment: dict[tuple[int, int], int]) -> dict[mathopt.Variable, float]:
         """A complete solution hint (nodes, served fractions, spread flags) from an assignment."""
@@ -313,13 +330,14 @@ class _Solver:
                 return result
             duals = result.dual_values()
             capacity_duals = model.capacity_duals(duals)
+            group_duals = model.group_duals(duals)
             added = 0
             for index in range(len(model.workloads)):
-                reduced = model.reduced_costs(duals, capacity_duals, index)
+                reduced = model.reduced_costs(duals, capacity_duals, group_duals, index)
                 scale = np.maximum(1.0, np.abs(model.columns[index].weight))
                 candidates = np.flatnonzero(reduced < -REDUCED_COST_TOLERANCE * scale)
-                fresh = [int(p) for p in candidates[np.argsort(reduced[candidates], kind="stable")]
-                         if (index, int(p)) not in model.x][:COLUMNS_PER_ROUND]
+                ranked = (int(p) for p in candidates[np.argsort(reduced[candidates], kind="stable")])
+                fresh = list(itertools.islice((p for p in ranked if (index, p) not in model.x), COLUMNS_PER_ROUND))
                 for position in fresh:
                     model.add(index, position)
                 added += len(fresh)
@@ -618,8 +636,7 @@ def _solution(model: _Model, result: mathopt.SolveResult) -> dict[tuple[int, int
 
 def _drop_broken(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
     """Without the workloads whose nodes break their own spread or share rule (they count as unserved)."""
-    broken = {index for index in {key[0] for key in assignment}
-              if not model.satisfies({key: nodes for key, nodes in assignment.items() if key[0] == index})}
+    broken = model.broken(assignment)
     return {key: nodes for key, nodes in assignment.items() if key[0] not in broken}
 
 
@@ -629,10 +646,12 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, lp, opt
         used_by_supply[int(columns[index].supply[position])].append((workloads[index].name, nodes))
     placements, unmet, explanations = [], [], []
     assignment: dict[tuple[str, str], int] = {}
+    by_workload: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for (index, position), nodes in chosen.items():
+        by_workload[index].append((position, nodes))
     for index, workload in enumerate(workloads):
         cols = columns[index]
-        mine = sorted(((position, nodes) for (w, position), nodes in chosen.items() if w == index),
-                      key=lambda item: item[0])
+        mine = sorted(by_workload.get(index, []))
         served_units = 0.0
         workload_cost = 0.0
         for position, nodes in mine:
