@@ -40,6 +40,7 @@ SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, 
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
 HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
+RESTRICT_ABOVE_COLUMNS = 5_000  # larger final MIPs keep only the columns that matter (see _restricted)
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept in the final MIP beside the LP's support
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
 COLUMNS_PER_ROUND = 4  # columns added per workload per pricing round
@@ -461,7 +462,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     lp = solver.generate_columns(model, budget=0.15)
     solver.stages.append("cost-lp")
     incumbent = _best_of(model, incumbent if model.satisfies(incumbent) else {}, _round_lp(model, lp, incumbent))
-    final = _restricted(model, lp, incumbent, targets)
+    final = model if len(model.x) <= RESTRICT_ABOVE_COLUMNS else _restricted(model, lp, incumbent, targets)
     result = solver.mip(final, final.hint(incumbent)) if time.monotonic() < solver.deadline else None
     solver.stages.append("cost-mip")
     chosen = _solution(final, result)

@@ -98,10 +98,6 @@ class Columns:
     def __len__(self) -> int:
         return len(self.supply)
 
-    @property
-    def unit_cost(self) -> np.ndarray:
-        return self.cost / self.units
-
 
 # The filters a workload's candidate supplies pass, in order, by name (used to explain shortfalls).
 FILTERS = ("gpu policy", "gpu memory", "model fit (memory or SLO)", "providers", "residency", "spot policy")
