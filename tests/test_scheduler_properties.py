@@ -8,7 +8,11 @@ from hypothesis import strategies as st
 from conftest import make_offer
 from gpu_supply import gpus
 from gpu_supply.offer import PricingModel
+from pricing.fx import FxTable
+from scheduler import baselines
 from scheduler.optimizer import plan
+from scheduler.supply import ColumnBuilder, SupplyTable
+from scheduler.throughput import ThroughputModel
 from scheduler.workloads import parse_workloads
 
 PROVIDERS = ["aws", "gcp", "lambda"]
@@ -84,5 +88,13 @@ def test_every_plan_respects_every_constraint(offers, specs):
             carrying = [p for p, amount in by_provider[workload.name].items()
                         if amount >= demand / workload.spread.min_providers - 1e-6]
             assert len(carrying) >= workload.spread.min_providers
+    # Never worse than the greedy baseline: at least its priority-weighted service, and no dearer at equal service.
+    table = SupplyTable(offers, FxTable(), "USD", None)
+    builder = ColumnBuilder(table, ThroughputModel())
+    greedy = baselines.greedy(workloads, [builder.columns(i, w) for i, w in enumerate(workloads)], table)
+    mine = sum(w.priority * min(1.0, served[w.name] / w.demand.replicas) for w in workloads)
+    assert mine >= greedy.served_priority - 1e-6
+    if abs(mine - greedy.served_priority) <= 1e-6 and all(w.spot.value != "preferred" for w in workloads):
+        assert result.total_cost <= greedy.cost * (1 + 1e-6) + 1e-6  # (preferred spot may cost more, by design)
     if result.solver.lp_bound is not None and not result.unmet:
         assert result.solver.lp_bound <= result.solver.objective + 1e-6 * max(1.0, abs(result.solver.objective))
