@@ -277,6 +277,7 @@ class _Solver:
         self.started = time.monotonic()
         self.deadline = self.started + options.time_limit_s
         self.stages: list[str] = []
+        self.proven = False  # whether the last column generation priced out every column
 
     def remaining(self, share: float = 1.0) -> timedelta:
         return timedelta(seconds=max(0.2, (self.deadline - time.monotonic()) * share))
@@ -301,7 +302,7 @@ class _Solver:
         solver = SOLVERS[self.options.solver]
         params = self.params(solver, share, relative_gap_tolerance=self.options.relative_gap)
         if solver == mathopt.SolverType.HIGHS:
-            # Root cuts cost seconds on these models and rarely pay; primal heuristics get more effort.
+            # Good incumbents matter more than bound proofs within a planning time limit.
             params.highs.double_options["mip_heuristic_effort"] = HIGHS_HEURISTIC_EFFORT
         model_params = mathopt.ModelSolveParameters(solution_hints=[mathopt.SolutionHint(variable_values=hint)])
         try:
