@@ -26,7 +26,6 @@ from scheduler.workloads import Workload
 @dataclass(frozen=True)
 class BaselineResult:
     cost: float
-    unmet_units: float  # demand left unserved, summed in each workload's own unit, as a fraction of demand
     served_priority: float  # sum of priority x served fraction
     violations: int = 0  # supplies used beyond their capacity
 
@@ -76,15 +75,14 @@ def _serve(workload: Workload, cols: Columns, table: SupplyTable, free: np.ndarr
            taken: np.ndarray) -> tuple[float, float]:
     demand = workload.demand_units
     order = np.arange(len(cols))
-    spread = workload.spread.min_providers or workload.spread.min_regions
+    spread = workload.spread.count
     if not spread:
         cost, covered = _serve_part(workload, cols, order, demand, free, taken)
         return cost, min(covered, demand)
     groups: dict[str, list[int]] = defaultdict(list)  # one equal part per distinct group, cheapest groups first
     for position in order:
         offer = table.supplies[int(cols.supply[position])].offer
-        groups[offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"].append(
-            int(position))
+        groups[workload.spread.group(offer.provider, offer.region)].append(int(position))
     cost = covered = 0.0
     mine = np.zeros_like(taken)
     parts = []
@@ -103,7 +101,6 @@ def _serve(workload: Workload, cols: Columns, table: SupplyTable, free: np.ndarr
 def _result(workloads: list[Workload], outcomes: list[tuple[float, float]], violations: int = 0) -> BaselineResult:
     return BaselineResult(
         cost=sum(cost for cost, _ in outcomes),
-        unmet_units=sum(1 - covered / w.demand_units for w, (_, covered) in zip(workloads, outcomes)),
         served_priority=sum(w.priority * covered / w.demand_units for w, (_, covered) in zip(workloads, outcomes)),
         violations=violations)
 

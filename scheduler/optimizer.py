@@ -31,6 +31,7 @@ from ortools.math_opt.python import mathopt
 from gpu_supply.errors import UserError
 from gpu_supply.offer import Offer
 from pricing.fx import FxTable
+from scheduler.baselines import greedy_assignment
 from scheduler.plan import Explanation, Placement, Plan, SolverReport, Unmet
 from scheduler.supply import FILTERS, ColumnBuilder, Columns, SupplyTable
 from scheduler.throughput import ProfileRow, ThroughputModel
@@ -82,6 +83,7 @@ class _Model:
         self.integers: list[mathopt.Variable] = []
         self._groups: dict[int, np.ndarray] = {}
         self.fixed: dict[tuple[int, int], int] = {}  # frozen workloads' nodes: only these columns, fixed
+        self.frozen_workloads: set[int] = set()
         for index, workload in enumerate(workloads):
             demand = workload.demand_units
             served = self.model.add_variable(lb=0, ub=targets[index] / demand, name=f"s[{workload.name}]")
@@ -90,7 +92,7 @@ class _Model:
             self.cover[index] = self.model.add_linear_constraint(-served >= 0, name=f"cover[{index}]")
             if workload.min_on_demand_share > 0:  # on-demand units >= share x all units provisioned
                 self.share[index] = self.model.add_linear_constraint(lb=0, name=f"share[{index}]")
-            spread = self._spread(workload)
+            spread = workload.spread.count
             if spread:  # all or nothing: k groups, each carrying demand/k, when served at all
                 active = self.model.add_variable(lb=0, ub=1, name=f"u[{index}]")
                 self.active[index] = active
@@ -100,27 +102,20 @@ class _Model:
                 needed.set_coefficient(active, -spread)
                 self.group[(index, "")] = needed
 
-    def frozen(self, index: int) -> bool:
-        return index in getattr(self, "_frozen", ())
-
     def freeze(self, assignment: dict[tuple[int, int], int], indices: set[int]) -> None:
         """Fix these workloads to their nodes in ``assignment`` (no other columns)."""
         self.fixed.update({key: nodes for key, nodes in assignment.items() if key[0] in indices})
-        self._frozen = set(indices)
+        self.frozen_workloads |= indices
         for key in sorted(self.fixed):
             self.add(*key)
 
-    @staticmethod
-    def _spread(workload: Workload) -> int:
-        return workload.spread.min_providers or workload.spread.min_regions or 0
-
     def group_key(self, workload: Workload, supply: int) -> str:
         offer = self.table.supplies[supply].offer
-        return offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"
+        return workload.spread.group(offer.provider, offer.region)
 
     def add(self, index: int, position: int) -> None:
         """Add column ``position`` of workload ``index`` with its coefficients in every row it touches."""
-        if (index, position) in self.x or (self.frozen(index) and (index, position) not in self.fixed) \
+        if (index, position) in self.x or (index in self.frozen_workloads and (index, position) not in self.fixed) \
                 or self.served[index].upper_bound <= 0:  # nothing servable: no columns at all
             return
         workload, columns = self.workloads[index], self.columns[index]
@@ -143,7 +138,7 @@ class _Model:
             if supply not in self.capacity:
                 self.capacity[supply] = self.model.add_linear_constraint(ub=capacity, name=f"capacity[{supply}]")
             self.capacity[supply].set_coefficient(variable, 1)
-        spread = self._spread(workload)
+        spread = workload.spread.count
         if spread:
             key = (index, self.group_key(workload, supply))
             if key not in self.group:
@@ -211,7 +206,7 @@ class _Model:
         if index in self.share:
             on_demand = np.where(columns.spot, 0.0, 1.0)
             reduced -= duals.get(self.share[index], 0.0) * (on_demand - workload.min_on_demand_share) * units
-        if self._spread(workload):
+        if workload.spread.count:
             mine = group_duals.get(index, {})
             reduced -= units * np.array([mine.get(key, 0.0) for key in self.groups_of(index)])
         return reduced - capacity_duals[columns.supply]
@@ -228,7 +223,7 @@ class _Model:
         broken = set()
         for index, mine in by_workload.items():
             workload, cols = self.workloads[index], self.columns[index]
-            share, spread = workload.min_on_demand_share, self._spread(workload)
+            share, spread = workload.min_on_demand_share, workload.spread.count
             if not share and not spread:
                 continue
             total = sum(float(cols.units[p]) * n for p, n in mine)
@@ -255,12 +250,12 @@ class _Model:
             values[self.x[(index, position)]] = float(nodes)
             units = float(self.columns[index].units[position]) * nodes
             covered[index] += units
-            if self._spread(self.workloads[index]):
+            if self.workloads[index].spread.count:
                 per_group[(index, self.group_key(self.workloads[index], int(self.columns[index].supply[position])))] += units
         for index, variable in self.served.items():
             values[variable] = min(variable.upper_bound, covered[index] / self.workloads[index].demand_units)
         for (index, key), variable in self.y.items():
-            spread = self._spread(self.workloads[index])
+            spread = self.workloads[index].spread.count
             values[variable] = 1.0 if per_group[(index, key)] >= self.workloads[index].demand_units / spread - 1e-9 else 0.0
         for index, variable in self.active.items():
             values[variable] = 1.0 if covered[index] > 0 else 0.0
@@ -363,11 +358,11 @@ def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable)
         position += 1
     _, first_of_shape = np.unique(columns.replicas, return_index=True)
     positions.extend(int(p) for p in first_of_shape)
-    if workload.spread.min_providers or workload.spread.min_regions:
+    if workload.spread.count:
         per_group: dict[str, int] = defaultdict(int)
         for position in range(len(columns)):
             offer = table.supplies[int(columns.supply[position])].offer
-            key = offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"
+            key = workload.spread.group(offer.provider, offer.region)
             if per_group[key] < SPREAD_COLUMNS_PER_GROUP:
                 per_group[key] += 1
                 positions.append(position)
@@ -381,13 +376,12 @@ def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float
     total = float(capacity.sum())
     if workload.min_on_demand_share > 0:
         total = min(total, float(capacity[~columns.spot].sum()) / workload.min_on_demand_share)
-    spread = workload.spread.min_providers or workload.spread.min_regions
+    spread = workload.spread.count
     if spread:
         per_group: dict[str, float] = defaultdict(float)
         for position, supply in enumerate(columns.supply):
             offer = table.supplies[int(supply)].offer
-            key = offer.provider if workload.spread.min_providers else f"{offer.provider}/{offer.region}"
-            per_group[key] += float(capacity[position])
+            per_group[workload.spread.group(offer.provider, offer.region)] += float(capacity[position])
         if sum(amount >= demand / spread for amount in per_group.values()) < spread:
             return 0.0
     return min(demand, total)
@@ -396,8 +390,6 @@ def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float
 def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions = PlanOptions(),
          fx: FxTable | None = None, profiles: list[ProfileRow] | None = None, previous: Plan | None = None) -> Plan:
     """Place every workload on the cheapest feasible supply, by priority when supply is short."""
-    from scheduler.baselines import greedy_assignment
-
     solver = _Solver(options)
     table = SupplyTable(offers, fx or FxTable(), options.currency, options.unknown_capacity)
     builder = ColumnBuilder(table, ThroughputModel(profiles))
@@ -492,7 +484,7 @@ def _round_lp(model: _Model, lp: mathopt.SolveResult, fallback: dict[tuple[int, 
             free[supply] -= nodes
         return max(nodes, 0)
 
-    spread = [index for index, workload in enumerate(model.workloads) if model._spread(workload)]
+    spread = [index for index, workload in enumerate(model.workloads) if workload.spread.count]
     for key, nodes in fallback.items():
         if key[0] in spread and take(key, nodes) < nodes:
             return {}
@@ -531,7 +523,7 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
 
     def fixed(index: int) -> bool:
         workload = model.workloads[index]
-        return bool(model._spread(workload) or workload.min_on_demand_share)
+        return bool(workload.spread.count or workload.min_on_demand_share)
 
     assignment = {key: nodes for key, nodes in solution.items()
                   if fixed(key[0]) or contested[int(model.columns[key[0]].supply[key[1]])]}
@@ -566,7 +558,7 @@ def _restricted(model: _Model, lp: mathopt.SolveResult, incumbent: dict[tuple[in
     workload's cheapest few. Service bounds carry over; the LP bound stays the full model's."""
     restricted = _Model(model.workloads, model.table, model.columns, targets)
     if model.fixed:
-        restricted.freeze(model.fixed, set(getattr(model, "_frozen", ())))
+        restricted.freeze(model.fixed, model.frozen_workloads)
     for index, variable in model.served.items():
         restricted.served[index].lower_bound = variable.lower_bound
     values = lp.variable_values() if lp is not None and lp.has_primal_feasible_solution() else {}
@@ -745,7 +737,7 @@ def _explain(index, workload, cols, mine, workload_cost, table, builder, used_by
 def _cheapest_policy_excluded(workload, builder, max_unit) -> tuple[str, float, str] | None:
     """The cheapest supply the model would run on that a policy filter excludes, if cheaper than the plan's."""
     table = builder.table
-    degrees, rates = builder._per_gpu_type(workload)
+    degrees, rates = builder.per_gpu_type(workload)
     masks = builder.masks(workload, degrees)
     runs = masks["model fit (memory or SLO)"]
     policy = [name for name in FILTERS if name != "model fit (memory or SLO)"]

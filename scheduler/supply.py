@@ -119,7 +119,7 @@ class ColumnBuilder:
         self.table = table
         self.throughput = throughput
 
-    def _per_gpu_type(self, workload: Workload) -> tuple[np.ndarray, np.ndarray]:
+    def per_gpu_type(self, workload: Workload) -> tuple[np.ndarray, np.ndarray]:
         """Per GPU type: (tensor-parallel degree or 0 if the model can't run, output tokens/s per replica)."""
         shape = _shape(workload)
         fixed_tp = workload.demand.gpus_per_replica
@@ -141,7 +141,7 @@ class ColumnBuilder:
         """Each named filter's verdict over all supplies."""
         table = self.table
         if degrees is None:
-            degrees, _ = self._per_gpu_type(workload)
+            degrees, _ = self.per_gpu_type(workload)
         tp = degrees[table.gpu]
         policy = workload.gpus
         names = np.array(table.gpu_names, dtype=object)[table.gpu]
@@ -167,7 +167,7 @@ class ColumnBuilder:
 
     def columns(self, index: int, workload: Workload) -> Columns:
         table = self.table
-        degrees, rates = self._per_gpu_type(workload)
+        degrees, rates = self.per_gpu_type(workload)
         feasible = np.logical_and.reduce(list(self.masks(workload, degrees).values()))
         supply = np.flatnonzero(feasible)
         tp = degrees[table.gpu[supply]]

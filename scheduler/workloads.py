@@ -118,6 +118,15 @@ class Spread(_Strict):
             raise ValueError("give min_providers or min_regions, not both")
         return self
 
+    @property
+    def count(self) -> int:
+        """How many groups must each carry 1/count of the demand (0: no spread)."""
+        return self.min_providers or self.min_regions or 0
+
+    def group(self, provider: str, region: str) -> str:
+        """The unit spread counts: a provider, or one provider's region."""
+        return provider if self.min_providers else f"{provider}/{region}"
+
 
 class SpotPolicy(StrEnum):
     NEVER = "never"

@@ -48,7 +48,10 @@ def test_measured_profiles_win_over_the_roofline(tmp_path):
     assert measured.tokens_per_s == pytest.approx(1 / (1 / 3000 + 2 / 40000))
     assert model.replica(shape(8), gpus.spec("A100-80GB"), "bf16").source == "roofline"
     errors = roofline_error(rows, {"H100": gpus.spec("H100")})
-    assert len(errors) == 2 and all(isinstance(error, float) for _, error in errors)
+    estimates = [(1 + error) * row.decode_tokens_per_s for row, error in errors]
+    assert [row.batch for row, _ in errors] == [64, 128]
+    assert 0 < estimates[0] < estimates[1]  # the roofline's decode rate grows with the batch
+    assert roofline_error(rows, {}) == []  # rows on GPUs without specs are left out
 
 
 def test_profile_table_needs_its_columns(tmp_path):
