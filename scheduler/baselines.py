@@ -62,13 +62,20 @@ def _serve_part(workload: Workload, cols: Columns, positions: np.ndarray, needed
         return _fill(cols, positions, needed, free, taken)[:2]
     on_demand_positions = positions[~cols.spot[positions]]
     cost, covered, on_demand = _fill(cols, on_demand_positions, needed * share, free, taken)
+    before = (None if free is None else free.copy(), taken.copy())
     rest_cost, rest, rest_on_demand = _fill(cols, positions, min(needed - covered, on_demand * (1 / share - 1)),
                                             free, taken)
-    cost, covered, on_demand = cost + rest_cost, covered + rest, on_demand + rest_on_demand
-    if on_demand < share * covered - 1e-9 and share < 1:  # whole spot nodes overshot: top up on-demand
-        top_cost, top, _ = _fill(cols, on_demand_positions, (share * covered - on_demand) / (1 - share), free, taken)
-        cost, covered = cost + top_cost, covered + top
-    return cost, covered
+    top_cost = top = 0.0
+    if on_demand + rest_on_demand < share * (covered + rest) - 1e-9 and share < 1:
+        # whole spot nodes overshot: top up on-demand
+        top_cost, top, _ = _fill(cols, on_demand_positions,
+                                 (share * (covered + rest) - on_demand - rest_on_demand) / (1 - share), free, taken)
+    if on_demand + rest_on_demand + top < share * (covered + rest + top) - 1e-9:  # no on-demand left to top up:
+        if free is not None:  # keep the on-demand part alone
+            free[:] = before[0]
+        taken[:] = before[1]
+        return cost, covered
+    return cost + rest_cost + top_cost, covered + rest + top
 
 
 def _serve(workload: Workload, cols: Columns, table: SupplyTable, free: np.ndarray | None,

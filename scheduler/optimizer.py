@@ -13,7 +13,9 @@ Formulation (docs/workloads.md has the user-facing rules):
 Only columns that matter are generated: each workload starts with its cheapest columns per unit
 of demand, then column generation on the LP relaxation prices every feasible column with the
 LP's duals and adds those with negative reduced cost until none is left. That makes the
-reported LP bound valid for the full problem while the MIP sees a fraction of the columns.
+reported LP bound valid for the full problem while the MIPs see a fraction of the columns.
+Service comes from the rounded lexicographic LP (and a service MIP when supply is short); cost
+from a MIP, or for large models a large-neighbourhood search of small exact MIPs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from ortools.math_opt.python import mathopt
+from ortools.math_opt import solution_pb2
+from ortools.math_opt.core.python import solver as core_solver
+from ortools.math_opt.python import callback, init_arguments, mathopt
 
 from gpu_supply.errors import UserError
 from gpu_supply.offer import Offer
@@ -38,13 +42,18 @@ from scheduler.throughput import ProfileRow, ThroughputModel
 from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
+PRICING_BUDGET = 0.3  # share of the time limit column generation may take before rounding
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
 HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
-RESTRICT_ABOVE_COLUMNS = 5_000  # larger final MIPs keep only the columns that matter (see _restricted)
-RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept in the final MIP beside the LP's support
+LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve) rather than by one MIP
+LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
+LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
+RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
+SERVE_SHARE = 0.35  # of the time left, for the whole-node service MIP when supply is short
+FINISH_SECONDS = 0.2  # kept back from the time limit for assembling the plan
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
-COLUMNS_PER_ROUND = 4  # columns added per workload per pricing round
+COLUMNS_PER_ROUND = 8  # columns added per workload per pricing round
 MAX_PRICING_ROUNDS = 25
 REDUCED_COST_TOLERANCE = 1e-7
 
@@ -59,16 +68,70 @@ class PlanOptions:
     explain: bool = True  # per-workload explanations (a small MIP per GPU type; benchmarks turn it off)
 
 
+@dataclass(frozen=True)
+class _Result:
+    """What a solve returned, as arrays indexed by variable and constraint id.
+
+    MathOpt's own result object parses every value, dual and basis entry into Python dicts, which
+    cost more than the LP solves themselves once models reach tens of thousands of columns.
+    """
+
+    reason: mathopt.TerminationReason
+    feasible: bool  # has a primal feasible solution
+    objective: float | None
+    dual_bound: float
+    values: np.ndarray
+    duals: np.ndarray
+
+    @property
+    def optimal(self) -> bool:
+        return self.reason == mathopt.TerminationReason.OPTIMAL
+
+    def value(self, variable: mathopt.Variable) -> float:
+        return float(self.values[variable.id]) if variable.id < len(self.values) else 0.0
+
+    def dual(self, constraint: mathopt.LinearConstraint | None) -> float:
+        return float(self.duals[constraint.id]) if constraint is not None and constraint.id < len(self.duals) else 0.0
+
+
+def _dense(vector) -> np.ndarray:
+    ids = np.asarray(vector.ids, dtype=np.int64)
+    dense = np.zeros(int(ids.max()) + 1 if len(ids) else 0)
+    dense[ids] = np.asarray(vector.values, dtype=float)
+    return dense
+
+
+def _solve(model: mathopt.Model, solver: mathopt.SolverType, params: mathopt.SolveParameters,
+           hint: dict[mathopt.Variable, float] | None = None) -> _Result:
+    """mathopt.solve, with the result read straight from its proto (see _Result)."""
+    model_params = mathopt.ModelSolveParameters(
+        solution_hints=[mathopt.SolutionHint(variable_values=hint)] if hint else [])
+    raw = core_solver.solve(model.export_model(remove_names=True), solver.value,
+                            init_arguments.StreamableSolverInitArguments().to_proto(), params.to_proto(),
+                            model_params.to_proto(), None, callback.CallbackRegistration().to_proto(), None, None)
+    termination = raw.termination
+    primal = raw.solutions[0].primal_solution if raw.solutions and raw.solutions[0].HasField("primal_solution") \
+        else None
+    feasible = primal is not None and primal.feasibility_status == solution_pb2.SOLUTION_STATUS_FEASIBLE
+    duals = raw.solutions[0].dual_solution.dual_values if raw.solutions else None
+    return _Result(reason=mathopt.TerminationReason(termination.reason), feasible=feasible,
+                   objective=primal.objective_value if feasible else None,
+                   dual_bound=termination.objective_bounds.dual_bound,
+                   values=_dense(primal.variable_values) if feasible else np.zeros(0),
+                   duals=_dense(duals) if duals is not None else np.zeros(0))
+
+
 class _Model:
     """The MathOpt model, grown column by column; LP while generating columns, MIP at the end.
 
     ``served[w]`` is the fraction of w's demand served, bounded by what w could get alone
-    (``targets``); objectives switch between penalised (column generation), serve and cost.
+    (``targets``), then held at the service decided; objectives: penalised (serve first), then cost.
     """
 
     def __init__(self, workloads: list[Workload], table: SupplyTable, columns: list[Columns],
-                 targets: list[float]) -> None:
+                 targets: list[float], capacity: np.ndarray | None = None) -> None:
         self.workloads, self.table, self.columns = workloads, table, columns
+        self.capacity_left = table.capacity if capacity is None else capacity  # nodes these workloads may use
         self.model = mathopt.Model(name="placement")
         self.x: dict[tuple[int, int], mathopt.Variable] = {}
         self.y: dict[tuple[int, str], mathopt.Variable] = {}
@@ -79,11 +142,8 @@ class _Model:
         self.group: dict[tuple[int, str], mathopt.LinearConstraint] = {}
         self.capacity: dict[int, mathopt.LinearConstraint] = {}
         self.weight: dict[mathopt.Variable, float] = {}  # cost objective coefficient of each column
-        self.column_objective = True  # whether columns carry their cost in the current objective
         self.integers: list[mathopt.Variable] = []
         self._groups: dict[int, np.ndarray] = {}
-        self.fixed: dict[tuple[int, int], int] = {}  # frozen workloads' nodes: only these columns, fixed
-        self.frozen_workloads: set[int] = set()
         for index, workload in enumerate(workloads):
             demand = workload.demand_units
             served = self.model.add_variable(lb=0, ub=targets[index] / demand, name=f"s[{workload.name}]")
@@ -102,35 +162,24 @@ class _Model:
                 needed.set_coefficient(active, -spread)
                 self.group[(index, "")] = needed
 
-    def freeze(self, assignment: dict[tuple[int, int], int], indices: set[int]) -> None:
-        """Fix these workloads to their nodes in ``assignment`` (no other columns)."""
-        self.fixed.update({key: nodes for key, nodes in assignment.items() if key[0] in indices})
-        self.frozen_workloads |= indices
-        for key in sorted(self.fixed):
-            self.add(*key)
-
     def group_key(self, workload: Workload, supply: int) -> str:
         offer = self.table.supplies[supply].offer
         return workload.spread.group(offer.provider, offer.region)
 
     def add(self, index: int, position: int) -> None:
         """Add column ``position`` of workload ``index`` with its coefficients in every row it touches."""
-        if (index, position) in self.x or (index in self.frozen_workloads and (index, position) not in self.fixed) \
-                or self.served[index].upper_bound <= 0:  # nothing servable: no columns at all
+        if (index, position) in self.x or self.served[index].upper_bound <= 0:  # nothing servable: no columns
             return
         workload, columns = self.workloads[index], self.columns[index]
         supply, units = int(columns.supply[position]), float(columns.units[position]) / workload.demand_units
-        capacity = self.table.capacity[supply]
+        capacity = self.capacity_left[supply]
         bound = math.ceil(1 / units - 1e-9)
-        nodes = self.fixed.get((index, position))
-        variable = self.model.add_variable(lb=nodes or 0, ub=nodes if nodes is not None else min(capacity, bound),
-                                           name=f"x[{index},{supply}]")
+        variable = self.model.add_variable(lb=0, ub=min(capacity, bound), name=f"x[{index},{supply}]")
         self.x[(index, position)] = variable
         self.integers.append(variable)
         self.cover[index].set_coefficient(variable, units)
         self.weight[variable] = float(columns.weight[position])
-        if self.column_objective:
-            self.model.objective.set_linear_coefficient(variable, self.weight[variable])
+        self.model.objective.set_linear_coefficient(variable, self.weight[variable])
         if index in self.share:
             on_demand = 0.0 if columns.spot[position] else 1.0
             self.share[index].set_coefficient(variable, (on_demand - workload.min_on_demand_share) * units)
@@ -157,19 +206,19 @@ class _Model:
         """Cost minus a large reward per unit of priority served: always feasible, for pricing columns."""
         self.model.minimize(mathopt.fast_sum(weight * variable for variable, weight in self.weight.items())
                             - mathopt.fast_sum(penalty[index] * self.served[index] for index in self.served))
-        self.column_objective = True
 
     def objective_serve(self) -> None:
-        self.model.minimize(-self._served_value())
-        self.column_objective = False
+        self.model.minimize(-mathopt.fast_sum(workload.priority * self.served[index]
+                                              for index, workload in enumerate(self.workloads)))
 
     def objective_cost(self) -> None:
         self.model.minimize(mathopt.fast_sum(weight * variable for variable, weight in self.weight.items()))
-        self.column_objective = True
 
-    def fix_served(self) -> None:
-        for variable in self.served.values():
-            variable.lower_bound = variable.upper_bound
+    def fix_served(self, levels: list[float] | None = None) -> None:
+        """Hold each workload's service at ``levels`` (demand units; default: its upper bound)."""
+        for index, variable in self.served.items():
+            level = variable.upper_bound if levels is None else levels[index] / self.workloads[index].demand_units
+            variable.upper_bound = variable.lower_bound = level
 
     def set_integer(self, integer: bool) -> None:
         for variable in self.integers:
@@ -183,29 +232,29 @@ class _Model:
                                             for supply in self.columns[index].supply], dtype=object)
         return self._groups[index]
 
-    def capacity_duals(self, duals: dict) -> np.ndarray:
+    def capacity_duals(self, result: _Result) -> np.ndarray:
         values = np.zeros(len(self.table))
         for supply, constraint in self.capacity.items():
-            values[supply] = duals.get(constraint, 0.0)
+            values[supply] = result.dual(constraint)
         return values
 
-    def group_duals(self, duals: dict) -> dict[int, dict[str, float]]:
+    def group_duals(self, result: _Result) -> dict[int, dict[str, float]]:
         values: dict[int, dict[str, float]] = defaultdict(dict)
         for (index, key), constraint in self.group.items():
             if key:
-                values[index][key] = duals.get(constraint, 0.0)
+                values[index][key] = result.dual(constraint)
         return values
 
-    def reduced_costs(self, duals: dict, capacity_duals: np.ndarray, group_duals: dict[int, dict[str, float]],
+    def reduced_costs(self, result: _Result, capacity_duals: np.ndarray, group_duals: dict[int, dict[str, float]],
                       index: int) -> np.ndarray:
         """Reduced cost c - A'y of every column of workload ``index`` under the LP's duals."""
         workload, columns = self.workloads[index], self.columns[index]
         units = columns.units / workload.demand_units  # rows are in fractions of demand
-        reduced = (columns.weight.astype(float) if self.column_objective else np.zeros(len(columns))) \
-            - units * duals.get(self.cover[index], 0.0)
+        reduced = columns.weight.astype(float) \
+            - units * result.dual(self.cover[index])
         if index in self.share:
             on_demand = np.where(columns.spot, 0.0, 1.0)
-            reduced -= duals.get(self.share[index], 0.0) * (on_demand - workload.min_on_demand_share) * units
+            reduced -= result.dual(self.share.get(index)) * (on_demand - workload.min_on_demand_share) * units
         if workload.spread.count:
             mine = group_duals.get(index, {})
             reduced -= units * np.array([mine.get(key, 0.0) for key in self.groups_of(index)])
@@ -274,43 +323,49 @@ class _Solver:
         self.stages: list[str] = []
         self.proven = False  # whether the last column generation priced out every column
 
-    def remaining(self, share: float = 1.0) -> timedelta:
-        return timedelta(seconds=max(0.2, (self.deadline - time.monotonic()) * share))
+    def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
+        left = self.deadline - FINISH_SECONDS - time.monotonic()
+        return timedelta(seconds=min(most, max(0.2, left * share)))
 
-    def params(self, solver: mathopt.SolverType, share: float = 1.0, **extra) -> mathopt.SolveParameters:
+    def params(self, solver: mathopt.SolverType, share: float = 1.0, most: float = math.inf,
+               **extra) -> mathopt.SolveParameters:
         """Deterministic settings: a fixed seed, and one thread where the solver takes a thread count."""
         threads = None if solver == mathopt.SolverType.HIGHS else 1  # HiGHS rejects it; its MIP runs on one
-        return mathopt.SolveParameters(time_limit=self.remaining(share), random_seed=0, threads=threads, **extra)
+        return mathopt.SolveParameters(time_limit=self.remaining(share, most), random_seed=0, threads=threads,
+                                       **extra)
 
-    def lp(self, model: _Model) -> mathopt.SolveResult | None:
+    def time_left(self) -> bool:
+        return time.monotonic() < self.deadline - FINISH_SECONDS
+
+    def lp(self, model: _Model) -> _Result | None:
         """The LP relaxation, or None when the solver fails (plans then rest on the incumbent)."""
         model.set_integer(False)
         try:
-            return mathopt.solve(model.model, mathopt.SolverType.HIGHS, params=self.params(mathopt.SolverType.HIGHS))
+            return _solve(model.model, mathopt.SolverType.HIGHS, self.params(mathopt.SolverType.HIGHS))
         except Exception:  # noqa: BLE001 - HiGHS internal errors surface as StatusNotOk or, through an
             # OR-Tools wrapper bug, AttributeError; either way there is no LP this time
             self.stages.append("lp-failed")
             return None
 
-    def mip(self, model: _Model, hint: dict[mathopt.Variable, float], share: float = 1.0) -> mathopt.SolveResult:
+    def mip(self, model: _Model, hint: dict[mathopt.Variable, float], share: float = 1.0,
+            most: float = math.inf) -> _Result | None:
         model.set_integer(True)
         solver = SOLVERS[self.options.solver]
-        params = self.params(solver, share, relative_gap_tolerance=self.options.relative_gap)
+        params = self.params(solver, share, most, relative_gap_tolerance=self.options.relative_gap)
         if solver == mathopt.SolverType.HIGHS:
             # Good incumbents matter more than bound proofs within a planning time limit.
             params.highs.double_options["mip_heuristic_effort"] = HIGHS_HEURISTIC_EFFORT
-        model_params = mathopt.ModelSolveParameters(solution_hints=[mathopt.SolutionHint(variable_values=hint)])
         try:
-            return mathopt.solve(model.model, solver, params=params, model_params=model_params)
+            return _solve(model.model, solver, params, hint)
         except Exception:  # noqa: BLE001 - a solver that rejects the hint (OR-Tools' error wrapper itself
             # fails on some statuses, raising AttributeError) gets the same model without it
             try:
-                return mathopt.solve(model.model, solver, params=params)
+                return _solve(model.model, solver, params)
             except Exception:  # noqa: BLE001 - no MIP result: the plan rests on the incumbent
                 self.stages.append("mip-failed")
                 return None
 
-    def generate_columns(self, model: _Model, budget: float) -> mathopt.SolveResult:
+    def generate_columns(self, model: _Model, budget: float) -> _Result | None:
         """Column generation on the LP relaxation until no column has a negative reduced cost.
 
         Stops early when ``budget`` (a share of the time left) is spent; the LP bound is then
@@ -320,17 +375,16 @@ class _Solver:
         self.proven = False
         result = None
         for _ in range(MAX_PRICING_ROUNDS):
-            if time.monotonic() > self.deadline:
+            if not self.time_left():
                 return result
             result = self.lp(model)
-            if result is None or result.termination.reason != mathopt.TerminationReason.OPTIMAL:
+            if result is None or not result.optimal:
                 return result
-            duals = result.dual_values()
-            capacity_duals = model.capacity_duals(duals)
-            group_duals = model.group_duals(duals)
+            capacity_duals = model.capacity_duals(result)
+            group_duals = model.group_duals(result)
             added = 0
             for index in range(len(model.workloads)):
-                reduced = model.reduced_costs(duals, capacity_duals, group_duals, index)
+                reduced = model.reduced_costs(result, capacity_duals, group_duals, index)
                 scale = np.maximum(1.0, np.abs(model.columns[index].weight))
                 candidates = np.flatnonzero(reduced < -REDUCED_COST_TOLERANCE * scale)
                 ranked = (int(p) for p in candidates[np.argsort(reduced[candidates], kind="stable")])
@@ -342,7 +396,7 @@ class _Solver:
                 self.proven = True
                 return result
             if time.monotonic() > stop:
-                return self.lp(model) if time.monotonic() < self.deadline else result
+                return self.lp(model) if self.time_left() else result
         return self.lp(model)
 
 
@@ -405,107 +459,260 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         model.add(index, position)
     incumbent = _best_of(model, _drop_broken(model, greedy), _drop_broken(model, warm))
     # Reward for serving a workload: ten times what serving it at its dearest candidate unit price costs,
-    # scaled by priority, so this pricing LP serves before it saves (the MIPs then keep the strict order).
+    # scaled by priority, so this LP serves before it saves: its optimum is the lexicographic one.
     penalty = [workload.priority * 10 * max(1.0, float((columns[index].cost / columns[index].units).max(initial=0.0))
                                              * workload.demand_units)
                for index, workload in enumerate(workloads)]
     model.objective_penalised(penalty)
-    relaxed = solver.generate_columns(model, budget=0.15)
+    relaxed = solver.generate_columns(model, budget=PRICING_BUDGET)
     solver.stages.append("pricing-lp")
-    values = relaxed.variable_values() if relaxed is not None and relaxed.has_primal_feasible_solution() else {}
-    everyone = bool(values) and all(values[model.served[i]] >= model.served[i].upper_bound - 1e-6
-                                    for i in range(len(workloads)))
-    chosen, result, lp = {}, None, None
-    if everyone:
-        model.fix_served()
-        model.objective_cost()
-        chosen, result, lp = _cost_stage(solver, model, incumbent, targets)
-    if not chosen:
-        # Workloads compete for short supply. Stage 1 maximises priority-weighted service. Stage 2 keeps
-        # it: the workloads stage 1 left short keep its nodes (they hold the contested supply), and
-        # everyone else is re-optimised for cost at the service stage 1 gave them.
-        for variable in model.served.values():
-            variable.lower_bound = 0.0
-        model.objective_serve()
-        served = solver.mip(model, model.hint(incumbent), share=0.35) if time.monotonic() < solver.deadline else None
+    incumbent = _best_of(model, incumbent, _round_lp(model, relaxed, incumbent))
+    levels = _coverage(model, incumbent)
+    short = any(levels[index] < targets[index] - 1e-6 for index in range(len(workloads)))
+    if short and solver.time_left():
+        # Whole-node service, maximised by a MIP from the rounded LP: rounding alone misses what whole
+        # nodes of several shapes allow. Large models solve it over the columns that matter.
+        serve = model if len(model.x) <= LNS_ABOVE_COLUMNS else _restricted(model, relaxed, incumbent)
+        serve.objective_serve()
+        served = solver.mip(serve, serve.hint(incumbent), share=SERVE_SHARE)
         solver.stages.append("serve-mip")
-        stage_one = _solution(model, served)
+        stage_one = _solution(serve, served)
         incumbent = _best_of(model, incumbent, stage_one, _polish(model, stage_one))
-        levels = _coverage(model, incumbent)
-        short = {index for index in range(len(workloads)) if levels[index] < targets[index] - 1e-6}
-        targets = [levels[index] if index in short else targets[index] for index in range(len(workloads))]
-        model = _Model(workloads, table, columns, targets)
-        model.freeze(incumbent, short)
-        for index, workload in enumerate(workloads):
-            for position in _initial_positions(workload, columns[index], table):
-                model.add(index, position)
-        for index, position in incumbent:
-            model.add(index, position)
-        model.fix_served()
-        model.objective_cost()
-        chosen, result, lp = _cost_stage(solver, model, incumbent, targets)
-    if incumbent and (not chosen or _worse(model, chosen, incumbent)):
-        chosen = incumbent
-        solver.stages.append("heuristic-kept")
+    # Service is decided: the most priority-weighted demand served in whole nodes. The cost stage keeps
+    # every workload's service at that level (lexicographic, not a blend) and minimises cost.
+    levels = _coverage(model, incumbent)
+    model.fix_served([levels[index] for index in range(len(workloads))])
+    model.objective_cost()
+    chosen, result, lp = _cost_stage(solver, model, incumbent)
     return _assemble(workloads, table, builder, columns, model, chosen, result, lp, options, solver)
 
 
-def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], targets: list[float]):
-    """Cost at fixed service: column generation, an LP-rounded incumbent, then the restricted MIP."""
+def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int]):
+    """Cost at fixed service: column generation and an LP-rounded incumbent, then one MIP over every
+    generated column, or for models too large for that, a large-neighbourhood search."""
     lp = solver.generate_columns(model, budget=0.15)
     solver.stages.append("cost-lp")
-    incumbent = _best_of(model, incumbent if model.satisfies(incumbent) else {}, _round_lp(model, lp, incumbent))
-    final = model if len(model.x) <= RESTRICT_ABOVE_COLUMNS else _restricted(model, lp, incumbent, targets)
-    result = solver.mip(final, final.hint(incumbent)) if time.monotonic() < solver.deadline else None
+    incumbent = _best_of(model, incumbent, _round_lp(model, lp, incumbent))
+    if len(model.x) > LNS_ABOVE_COLUMNS:
+        solver.stages.append("cost-lns")
+        return _improve(solver, model, lp, incumbent), None, lp
+    result = solver.mip(model, model.hint(incumbent)) if solver.time_left() else None
     solver.stages.append("cost-mip")
-    chosen = _solution(final, result)
-    if incumbent and (not chosen or _worse(model, chosen, incumbent)):
-        chosen = incumbent
+    solved = _solution(model, result)
+    chosen = _best_of(model, solved, incumbent)
+    if chosen is not solved:
+        solver.stages.append("heuristic-kept")
     return chosen, result, lp
 
 
-def _round_lp(model: _Model, lp: mathopt.SolveResult, fallback: dict[tuple[int, int], int]
+def _improve(solver: _Solver, model: _Model, lp: _Result | None,
+             assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """Large-neighbourhood search: the workloads whose whole nodes cost most above their LP share are
+    re-solved together, LNS_WORKLOADS at a time, as an exact MIP over their generated columns with the
+    capacity everyone else leaves; a better answer replaces theirs. Service levels stay fixed."""
+    if lp is None or not lp.feasible:
+        return assignment
+    size = len(model.workloads)
+    lp_cost, cost = np.zeros(size), np.zeros(size)
+    generated: dict[int, list[int]] = defaultdict(list)
+    for (index, position), variable in model.x.items():
+        generated[index].append(position)
+        lp_cost[index] += float(model.columns[index].weight[position]) * lp.value(variable)
+    nodes: dict[int, dict[int, int]] = defaultdict(dict)
+    used = np.zeros(len(model.table))
+    for (index, position), n in assignment.items():
+        nodes[index][position] = n
+        cost[index] += float(model.columns[index].weight[position]) * n
+        used[int(model.columns[index].supply[position])] += n
+    excess = cost - lp_cost
+    order = [int(index) for index in np.argsort(-excess, kind="stable")
+             if excess[index] > 1e-6 * max(cost[index], 1.0)]
+    for start in range(0, len(order), LNS_WORKLOADS):
+        if not solver.time_left():
+            break
+        chunk = order[start:start + LNS_WORKLOADS]
+        left = model.table.capacity - used
+        for index in chunk:
+            for position, n in nodes[index].items():
+                left[int(model.columns[index].supply[position])] += n
+        levels = [model.served[index].lower_bound * model.workloads[index].demand_units for index in chunk]
+        part = _Model([model.workloads[i] for i in chunk], model.table, [model.columns[i] for i in chunk],
+                      levels, capacity=left)
+        part.fix_served(levels)
+        for local, index in enumerate(chunk):
+            for position in sorted(set(generated[index]) | set(nodes[index])):
+                part.add(local, position)
+        part.objective_cost()
+        current = {(local, position): n for local, index in enumerate(chunk)
+                   for position, n in nodes[index].items()}
+        solved = _solution(part, solver.mip(part, part.hint(current), most=LNS_SECONDS))
+        if not solved or not _worse(part, current, solved):
+            continue
+        for local, index in enumerate(chunk):
+            for position, n in nodes.pop(index, {}).items():
+                used[int(model.columns[index].supply[position])] -= n
+        for (local, position), n in solved.items():
+            index = chunk[local]
+            nodes[index][position] = n
+            used[int(model.columns[index].supply[position])] += n
+            model.add(index, position)
+    return {(index, position): n for index, mine in nodes.items() for position, n in mine.items()}
+
+
+def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int], int]
               ) -> dict[tuple[int, int], int]:
-    """A cost-aware incumbent from the LP: spread workloads keep their part of ``fallback``; the others
-    take the LP's nodes rounded down (never over capacity), then refill what rounding lost from their
-    cheapest columns with room, by priority. Empty when that cannot reach every workload's LP service."""
-    if lp is None or not lp.has_primal_feasible_solution():
+    """Whole nodes near an LP solution's service and cost.
+
+    Every workload takes the LP's nodes rounded down (never over capacity). Then, by priority, spread
+    workloads complete their groups (or give their nodes back when they cannot), and the others
+    refill what rounding lost from their cheapest columns with room, topping up on-demand nodes where
+    rounding broke their on-demand share. Workloads short of the LP's service stay partly served;
+    a spread workload the LP did not place keeps its part of ``fallback`` if that still fits.
+    """
+    if lp is None or not lp.feasible:
         return {}
-    values = lp.variable_values()
-    free = model.table.capacity.copy()
-    assignment: dict[tuple[int, int], int] = {}
-
-    def take(key: tuple[int, int], nodes: int) -> int:
-        supply = int(model.columns[key[0]].supply[key[1]])
-        nodes = int(min(nodes, free[supply]))
-        if nodes > 0:
-            model.add(*key)
-            assignment[key] = assignment.get(key, 0) + nodes
-            free[supply] -= nodes
-        return max(nodes, 0)
-
-    spread = [index for index, workload in enumerate(model.workloads) if workload.spread.count]
-    for key, nodes in fallback.items():
-        if key[0] in spread and take(key, nodes) < nodes:
-            return {}
-    for key, variable in model.x.items():
-        if key[0] not in spread and values.get(variable, 0.0) >= 1 - 1e-6:
-            take(key, math.floor(values[variable] + 1e-6))
-    covered = _coverage(model, assignment)
+    rounding = _Rounding(model)
+    by_workload: dict[int, list[tuple[int, mathopt.Variable]]] = defaultdict(list)
+    for (index, position), variable in model.x.items():
+        by_workload[index].append((position, variable))
+        if lp.value(variable) >= 1 - 1e-6:
+            rounding.take(index, position, math.floor(lp.value(variable) + 1e-6))
     order = sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i))
-    for index in (i for i in order if i not in spread):
-        workload, cols = model.workloads[index], model.columns[index]
-        needed = values.get(model.served[index], 0.0) * workload.demand_units
-        for position in range(len(cols)):  # cheapest per unit first
-            if covered[index] >= needed - 1e-6:
+    for index in order:
+        workload = model.workloads[index]
+        needed = lp.value(model.served[index]) * workload.demand_units
+        if workload.spread.count:
+            flow: dict[str, float] = defaultdict(float)
+            groups = model.groups_of(index)
+            for position, variable in by_workload[index]:
+                flow[groups[position]] += lp.value(variable) * float(model.columns[index].units[position])
+            if needed < 1e-6 or not rounding.complete_spread(index, flow):
+                rounding.release(index)
+                rounding.restore(index, fallback)
+        else:
+            rounding.refill(index, needed)
+        rounding.trim(index, needed)
+    return _drop_broken(model, rounding.assignment)
+
+
+class _Rounding:
+    """An assignment being built under the supplies' capacities (cheapest columns come first)."""
+
+    def __init__(self, model: _Model) -> None:
+        self.model = model
+        self.free = model.table.capacity.copy()
+        self.nodes: dict[int, dict[int, int]] = defaultdict(dict)  # workload -> column -> nodes
+        self.covered: dict[int, float] = defaultdict(float)
+
+    def take(self, index: int, position: int, nodes: int) -> int:
+        """Up to ``nodes`` more nodes of a column, as many as capacity allows; returns how many."""
+        supply = int(self.model.columns[index].supply[position])
+        nodes = int(min(nodes, self.free[supply]))
+        if nodes <= 0:
+            return 0
+        self.model.add(index, position)
+        self.nodes[index][position] = self.nodes[index].get(position, 0) + nodes
+        self.free[supply] -= nodes
+        self.covered[index] += nodes * float(self.model.columns[index].units[position])
+        return nodes
+
+    def fill(self, index: int, needed: float, positions: np.ndarray) -> None:
+        """Cover ``needed`` more units from these columns (cheapest per unit first): whole nodes of the
+        cheapest column with room while they fit, then the column that covers the remainder cheapest."""
+        cols = self.model.columns[index]
+        positions = np.asarray(positions, dtype=np.int64)
+        units, weight = cols.units[positions].astype(float), cols.weight[positions].astype(float)
+        target = self.covered[index] + needed
+        while self.covered[index] < target - 1e-6:
+            remainder = target - self.covered[index]
+            free = self.free[cols.supply[positions]]
+            room = np.flatnonzero(free >= 1)
+            if not len(room):
+                return
+            first = int(room[0])
+            whole = int(min(free[first], math.floor(remainder / units[first] + 1e-9)))
+            if whole >= 1:
+                self.take(index, int(positions[first]), whole)
+                continue
+            nodes = np.ceil(remainder / units[room] - 1e-9)
+            fits = nodes <= free[room]
+            if not fits.any():  # nothing covers the remainder alone: take what the cheapest has
+                self.take(index, int(positions[first]), int(free[first]))
+                continue
+            cost = np.where(fits, weight[room] * nodes, np.inf)
+            best = int(np.argmin(cost))
+            self.take(index, int(positions[room[best]]), int(nodes[best]))
+
+    def refill(self, index: int, needed: float) -> None:
+        workload, cols = self.model.workloads[index], self.model.columns[index]
+        share = workload.min_on_demand_share
+        on_demand = np.flatnonzero(~cols.spot)
+        self.fill(index, needed - self.covered[index], on_demand if share else np.arange(len(cols)))
+        if share and share < 1:  # rounding down may have cut more on-demand than spot nodes
+            total = sum(float(cols.units[p]) * n for p, n in self.nodes[index].items())
+            spot = sum(float(cols.units[p]) * n for p, n in self.nodes[index].items() if cols.spot[p])
+            self.fill(index, (share * total - (total - spot)) / (1 - share), on_demand)
+
+    def complete_spread(self, index: int, flow: dict[str, float]) -> bool:
+        """Fill the spread groups the LP used most (then the cheapest others) to demand/k each."""
+        workload, cols = self.model.workloads[index], self.model.columns[index]
+        spread, groups = workload.spread.count, self.model.groups_of(index)
+        part = workload.demand_units / spread
+        allowed = ~cols.spot if workload.min_on_demand_share else np.ones(len(cols), dtype=bool)
+        carried: dict[str, float] = defaultdict(float)
+        for position, nodes in self.nodes[index].items():
+            carried[groups[position]] += float(cols.units[position]) * nodes
+        first_position = {}
+        for position, group in enumerate(groups):
+            first_position.setdefault(group, position)
+        complete = 0
+        for group in sorted(first_position, key=lambda g: (-flow.get(g, 0.0), first_position[g])):
+            if complete == spread:
                 break
-            if workload.min_on_demand_share and cols.spot[position]:
-                continue  # on-demand refills keep the share rule
+            before = self.covered[index]
+            self.fill(index, part - carried[group], np.flatnonzero((groups == group) & allowed))
+            carried[group] += self.covered[index] - before
+            complete += carried[group] >= part - 1e-9
+        return complete == spread and not self.model.broken(
+            {(index, position): nodes for position, nodes in self.nodes[index].items()})
+
+    def trim(self, index: int, level: float) -> None:
+        """Give back nodes this workload does not need to stay at ``level`` within its rules, dearest
+        per unit first (rounding down and completing spread groups leave surplus)."""
+        mine, cols = self.nodes.get(index), self.model.columns[index]
+        if not mine:
+            return
+        for position in sorted(mine, key=lambda p: -float(cols.weight[p] / cols.units[p])):
             units = float(cols.units[position])
-            covered[index] += units * take((index, position), math.ceil((needed - covered[index]) / units - 1e-9))
-        if covered[index] < needed - 1e-6:
-            return {}
-    return assignment if model.satisfies(assignment) else {}
+            surplus = min(mine[position], math.floor((self.covered[index] - level) / units + 1e-9))
+            while surplus > 0:
+                trial = {(index, p): n - (surplus if p == position else 0) for p, n in mine.items()}
+                if not self.model.broken(trial):
+                    break
+                surplus -= 1
+            if surplus <= 0:
+                continue
+            mine[position] -= surplus
+            if not mine[position]:
+                del mine[position]
+            self.free[int(cols.supply[position])] += surplus
+            self.covered[index] -= surplus * units
+
+    @property
+    def assignment(self) -> dict[tuple[int, int], int]:
+        return {(index, position): nodes for index, mine in self.nodes.items() for position, nodes in mine.items()}
+
+    def release(self, index: int) -> None:
+        for position, nodes in self.nodes.pop(index, {}).items():
+            self.free[int(self.model.columns[index].supply[position])] += nodes
+        self.covered[index] = 0.0
+
+    def restore(self, index: int, assignment: dict[tuple[int, int], int]) -> None:
+        """This workload's nodes in ``assignment``, if every one of them still fits (else none)."""
+        mine = [(key, nodes) for key, nodes in assignment.items() if key[0] == index]
+        if all(self.take(index, key[1], nodes) == nodes for key, nodes in mine):
+            return
+        self.release(index)
 
 
 def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
@@ -552,22 +759,19 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
     return assignment if model.satisfies(assignment) else {}
 
 
-def _restricted(model: _Model, lp: mathopt.SolveResult, incumbent: dict[tuple[int, int], int],
-                targets: list[float]) -> _Model:
-    """The final MIP over the columns that matter: the LP's support, the incumbent's, and each
-    workload's cheapest few. Service bounds carry over; the LP bound stays the full model's."""
+def _restricted(model: _Model, lp: _Result | None, incumbent: dict[tuple[int, int], int]) -> _Model:
+    """The model over the columns that matter: the LP's support, the incumbent's, and each workload's
+    cheapest few."""
+    targets = [variable.upper_bound * workload.demand_units
+               for variable, workload in zip(model.served.values(), model.workloads)]
     restricted = _Model(model.workloads, model.table, model.columns, targets)
-    if model.fixed:
-        restricted.freeze(model.fixed, model.frozen_workloads)
-    for index, variable in model.served.items():
-        restricted.served[index].lower_bound = variable.lower_bound
-    values = lp.variable_values() if lp is not None and lp.has_primal_feasible_solution() else {}
-    keys = {key for key, variable in model.x.items() if values.get(variable, 0.0) > 1e-6} | set(incumbent)
+    support = {key for key, variable in model.x.items() if lp.value(variable) > 1e-6} \
+        if lp is not None and lp.feasible else set()
+    keys = support | set(incumbent)
     for index, columns in enumerate(model.columns):
         keys.update((index, position) for position in range(min(RESTRICTED_CHEAPEST, len(columns))))
     for key in sorted(keys):
         restricted.add(*key)
-    restricted.objective_cost()
     return restricted
 
 
@@ -618,14 +822,13 @@ def _worse(model: _Model, chosen: dict[tuple[int, int], int], other: dict[tuple[
     return mine < theirs - 1e-6 or (abs(mine - theirs) <= 1e-6 and my_cost > their_cost * (1 + 1e-9))
 
 
-def _solution(model: _Model, result: mathopt.SolveResult) -> dict[tuple[int, int], int]:
+def _solution(model: _Model, result: _Result | None) -> dict[tuple[int, int], int]:
     """Nodes per column; a spread workload whose nodes don't make its spread (the MIP may leave stray
     nodes where an objective doesn't price them) is unserved and loses them."""
-    if result is None or not result.has_primal_feasible_solution():
+    if result is None or not result.feasible:
         return {}
-    values = result.variable_values()
-    return _drop_broken(model, {key: int(round(values.get(variable, 0.0))) for key, variable in model.x.items()
-                                if values.get(variable, 0.0) > 0.5})
+    return _drop_broken(model, {key: int(round(result.value(variable))) for key, variable in model.x.items()
+                                if result.value(variable) > 0.5})
 
 
 def _drop_broken(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
@@ -675,13 +878,16 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, lp, opt
             explanations.append(_explain(index, workload, cols, mine, workload_cost, table, builder, used_by_supply))
     objective = sum(float(columns[index].weight[position]) * nodes
                     for (index, position), nodes in chosen.items()) if chosen else None
-    bounds = result.termination.objective_bounds if result is not None else None
-    bound = bounds.dual_bound if bounds is not None and math.isfinite(bounds.dual_bound) else None
+    lp_bound = lp.objective if lp is not None and lp.optimal else None
+    if result is not None:  # the final MIP's own bound
+        bound = result.dual_bound if math.isfinite(result.dual_bound) else None
+        status = result.reason.name.lower()
+    else:  # improved piecewise (or not at all): the LP bound, when column generation proved it
+        bound = lp_bound if solver.proven else None
+        status = "feasible" if chosen else "not_solved"
     gap = (objective - bound) / max(abs(objective), 1e-9) if objective is not None and bound is not None else None
-    lp_bound = lp.objective_value() if lp is not None and lp.termination.reason == mathopt.TerminationReason.OPTIMAL \
-        else None
     report = SolverReport(
-        solver=options.solver, status=result.termination.reason.name.lower() if result is not None else "not_solved",
+        solver=options.solver, status=status,
         objective=None if objective is None else round(objective, 2), bound=None if bound is None else round(bound, 2),
         gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - solver.started, 3),
         lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_bound_proven=solver.proven,
@@ -774,8 +980,8 @@ def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> 
         model.fix_served()
         model.objective_cost()
         model.set_integer(True)
-        result = mathopt.solve(model.model, mathopt.SolverType.HIGHS, params=mathopt.SolveParameters(
+        result = _solve(model.model, mathopt.SolverType.HIGHS, mathopt.SolveParameters(
             time_limit=timedelta(seconds=2), relative_gap_tolerance=1e-4, random_seed=0))
-        if result.has_primal_feasible_solution() and (best[1] is None or result.objective_value() < best[1]):
-            best = (gpu, result.objective_value())
+        if result.feasible and (best[1] is None or result.objective < best[1]):
+            best = (gpu, result.objective)
     return best

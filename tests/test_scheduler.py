@@ -44,7 +44,7 @@ def test_short_supply_serves_priority_first_and_names_the_binding_capacity():
     (unmet,) = result.unmet
     assert unmet.workload == "low" and unmet.missing_replicas == pytest.approx(2)
     assert "capacity of aws/us-east-1/only/on_demand (4 nodes; taken by high 3)" in unmet.reason
-    assert "serve-mip" in result.solver.stages
+    assert result.solver.stages[:2] == ("pricing-lp", "serve-mip")
 
 
 def test_capacity_is_shared_across_workloads():
