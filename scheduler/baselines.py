@@ -38,6 +38,8 @@ def _fill(cols: Columns, positions: np.ndarray, needed: float, free: np.ndarray 
     ignored); ``taken`` accumulates nodes per supply.
     """
     cost = covered = on_demand = 0.0
+    if free is not None:  # each supply appears once per workload: full ones can be skipped up front
+        positions = positions[free[cols.supply[positions]] >= 1]
     for position in positions:
         if covered >= needed - 1e-9:
             break
@@ -122,10 +124,8 @@ def greedy_assignment(workloads: list[Workload], columns: list[Columns], table: 
         cols = columns[index]
         taken = np.zeros(len(table))
         outcomes[index] = _serve(workloads[index], cols, table, free, taken)
-        for position, supply in enumerate(cols.supply):
-            if taken[supply] > 0:
-                nodes[(index, position)] = int(taken[supply])
-                taken[supply] = 0
+        for position in np.flatnonzero(taken[cols.supply] > 0):
+            nodes[(index, int(position))] = int(taken[cols.supply[position]])
     return nodes, outcomes
 
 

@@ -50,6 +50,7 @@ LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve)
 LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
+REWARD_QUANTILE = 0.9  # unit price the pricing LP's service reward is based on (see _reward)
 SERVE_SHARE = 0.35  # of the time left, for the whole-node service MIP when supply is short
 FINISH_SECONDS = 0.2  # kept back from the time limit for assembling the plan
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
@@ -423,6 +424,16 @@ def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable)
     return sorted(set(positions))
 
 
+def _reward(workload: Workload, columns: Columns) -> float:
+    """Objective reward for serving all of a workload in the pricing LP: ten times what serving it at a
+    dear unit price costs, by priority, so the LP serves before it saves. The 90th-percentile unit
+    price, not the dearest, keeps the objective's range within what HiGHS solves reliably; where the
+    LP under-serves because of that, the service MIP decides."""
+    unit_prices = columns.cost / columns.units
+    dear = float(np.quantile(unit_prices, REWARD_QUANTILE)) if len(unit_prices) else 0.0
+    return workload.priority * 10 * max(1.0, dear * workload.demand_units)
+
+
 def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float:
     """Most demand the workload could get with all supply to itself (its service target)."""
     demand = workload.demand_units
@@ -458,12 +469,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     for index, position in [*greedy, *warm]:
         model.add(index, position)
     incumbent = _best_of(model, _drop_broken(model, greedy), _drop_broken(model, warm))
-    # Reward for serving a workload: ten times what serving it at its dearest candidate unit price costs,
-    # scaled by priority, so this LP serves before it saves: its optimum is the lexicographic one.
-    penalty = [workload.priority * 10 * max(1.0, float((columns[index].cost / columns[index].units).max(initial=0.0))
-                                             * workload.demand_units)
-               for index, workload in enumerate(workloads)]
-    model.objective_penalised(penalty)
+    model.objective_penalised([_reward(workload, columns[index]) for index, workload in enumerate(workloads)])
     relaxed = solver.generate_columns(model, budget=PRICING_BUDGET)
     solver.stages.append("pricing-lp")
     incumbent = _best_of(model, incumbent, _round_lp(model, relaxed, incumbent))
