@@ -52,7 +52,7 @@ LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
 REWARD_QUANTILE = 0.9  # unit price the pricing LP's service reward is based on (see _reward)
 SERVE_SHARE = 0.35  # of the time left, for the whole-node service MIP when supply is short
-FINISH_SECONDS = 0.2  # kept back from the time limit for assembling the plan
+FINISH_SECONDS = (0.2, 0.0006)  # kept back from the time limit for assembling the plan: fixed + per workload
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
 COLUMNS_PER_ROUND = 8  # columns added per workload per pricing round
 MAX_PRICING_ROUNDS = 25
@@ -315,17 +315,18 @@ class _Model:
 
 
 class _Solver:
-    def __init__(self, options: PlanOptions) -> None:
+    def __init__(self, options: PlanOptions, workloads: int) -> None:
         if options.solver not in SOLVERS:
             raise UserError("--solver", f"unknown solver {options.solver!r}", f"use one of {', '.join(SOLVERS)}")
         self.options = options
         self.started = time.monotonic()
-        self.deadline = self.started + options.time_limit_s
+        # Solves stop this early so that the plan, assembled afterwards, is ready within the limit.
+        self.deadline = self.started + options.time_limit_s - FINISH_SECONDS[0] - FINISH_SECONDS[1] * workloads
         self.stages: list[str] = []
         self.proven = False  # whether the last column generation priced out every column
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
-        left = self.deadline - FINISH_SECONDS - time.monotonic()
+        left = self.deadline - time.monotonic()
         return timedelta(seconds=min(most, max(0.2, left * share)))
 
     def params(self, solver: mathopt.SolverType, share: float = 1.0, most: float = math.inf,
@@ -336,7 +337,7 @@ class _Solver:
                                        **extra)
 
     def time_left(self) -> bool:
-        return time.monotonic() < self.deadline - FINISH_SECONDS
+        return time.monotonic() < self.deadline
 
     def lp(self, model: _Model) -> _Result | None:
         """The LP relaxation, or None when the solver fails (plans then rest on the incumbent)."""
@@ -455,7 +456,7 @@ def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float
 def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions = PlanOptions(),
          fx: FxTable | None = None, profiles: list[ProfileRow] | None = None, previous: Plan | None = None) -> Plan:
     """Place every workload on the cheapest feasible supply, by priority when supply is short."""
-    solver = _Solver(options)
+    solver = _Solver(options, len(workloads))
     table = SupplyTable(offers, fx or FxTable(), options.currency, options.unknown_capacity)
     builder = ColumnBuilder(table, ThroughputModel(profiles))
     columns = [builder.columns(index, workload) for index, workload in enumerate(workloads)]
