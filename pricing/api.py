@@ -83,3 +83,58 @@ def price_history(provider: str, region: str, instance_type: str, pricing: str =
     rows = [{**row, "key": key} for key in store.keys_like(provider, region, instance_type, pricing, zone)
             for row in store.history(key)]
     return pd.DataFrame(rows)
+
+
+def price_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per GPU x provider x pricing model: regions offering it and the cheapest, median and dearest
+    price per GPU-hour across them (from ``offers_frame``)."""
+    if frame.empty:
+        return frame
+    grouped = frame.groupby(["gpu", "provider", "pricing"])["price_per_gpu_hour"]
+    spread = grouped.agg(cheapest="min", median="median", dearest="max").join(
+        frame.groupby(["gpu", "provider", "pricing"])["region"].nunique().rename("regions"))
+    spread["dearest_over_cheapest"] = (spread["dearest"] / spread["cheapest"]).round(2)
+    return spread.reset_index().sort_values(["gpu", "cheapest"], ignore_index=True)
+
+
+def cheapest_sources(gpu_types: Names, gpus: int = 8, *, hours: float | None = None, months: float | None = None,
+                     pricing: Names = None, currency: str = "USD", fx: FxTable | Mapping[str, float] | None = None,
+                     db: str | None = None) -> pd.DataFrame:
+    """The cheapest source of ``gpus`` GPUs of each type (``compare``'s winner per type)."""
+    rows = []
+    for gpu in _names(gpu_types):
+        result = compare(gpu, gpus, hours=hours, months=months, pricing=pricing, currency=currency, fx=fx, db=db)
+        winners = result[result["winner"]] if not result.empty else result
+        if not winners.empty:
+            rows.append(winners.iloc[0].drop(labels=["allocations", "winner", "winner_saving",
+                                                     "winner_saving_pct"], errors="ignore"))
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def commitment_options(gpu: str, *, reserved_1y_discount: float | None = None, geo: Names = None,
+                       currency: str = "USD", fx: FxTable | Mapping[str, float] | None = None,
+                       db: str | None = None) -> pd.DataFrame:
+    """Cheapest price per GPU-hour of ``gpu`` under each pricing model, with its break-even utilisation
+    against the cheapest on-demand price. Where the store holds no 1-year reservation, one at
+    ``reserved_1y_discount`` off on-demand is shown, marked ``assumed``."""
+    from pricing.economics import break_even_utilisation
+
+    frame = offers_frame(gpu, geo=geo, currency=currency, fx=fx, db=db)
+    if frame.empty:
+        return frame
+    cheapest = frame.loc[frame.groupby("pricing")["price_per_gpu_hour"].idxmin()]
+    rows = [{"pricing": row.pricing, "provider": row.provider, "region": row.region,
+             "instance_type": row.instance_type, "price_per_gpu_hour": row.price_per_gpu_hour,
+             "min_term_hours": row.min_term_hours, "assumed": False} for row in cheapest.itertuples()]
+    on_demand = next((row["price_per_gpu_hour"] for row in rows if row["pricing"] == "on_demand"), None)
+    if on_demand is None:
+        return pd.DataFrame(rows)
+    if reserved_1y_discount is not None and not any(row["pricing"] == "reserved_1y" for row in rows):
+        base = next(row for row in rows if row["pricing"] == "on_demand")
+        rows.append({**base, "pricing": "reserved_1y", "price_per_gpu_hour": round(on_demand * (1 - reserved_1y_discount), 4),
+                     "min_term_hours": 8760.0, "assumed": True})
+    result = pd.DataFrame(rows)
+    result["break_even_utilisation"] = [round(break_even_utilisation(price, on_demand), 4)
+                                        for price in result["price_per_gpu_hour"]]
+    result["currency"] = currency.upper()
+    return result.sort_values("price_per_gpu_hour", ignore_index=True)

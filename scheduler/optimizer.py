@@ -800,17 +800,21 @@ def _best_of(model: _Model, *candidates: dict[tuple[int, int], int]) -> dict[tup
 
 def _previous_assignment(previous: Plan, workloads: list[Workload], columns: list[Columns],
                          table: SupplyTable) -> dict[tuple[int, int], int]:
-    """A previous plan's nodes mapped onto this problem's columns (for warm starts)."""
+    """A previous plan's nodes mapped onto this problem's columns (for warm starts), within today's
+    capacities (supply may have shrunk since)."""
     by_name = {workload.name: index for index, workload in enumerate(workloads)}
     supply_of = {key: index for index, key in enumerate(table.keys)}
+    free = table.capacity.copy()
     assignment = {}
-    for (name, key), nodes in previous.assignment.items():
+    for (name, key), nodes in sorted(previous.assignment.items()):
         index, supply = by_name.get(name), supply_of.get(key)
         if index is None or supply is None:
             continue
         positions = np.flatnonzero(columns[index].supply == supply)
-        if len(positions):
+        nodes = int(min(nodes, free[supply]))
+        if len(positions) and nodes > 0:
             assignment[(index, int(positions[0]))] = nodes
+            free[supply] -= nodes
     return assignment
 
 

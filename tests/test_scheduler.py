@@ -1,5 +1,7 @@
 """The placement optimizer on hand-checkable cases with known optima."""
 
+from dataclasses import replace
+
 import math
 
 import pytest
@@ -145,6 +147,15 @@ def test_plans_are_deterministic_and_warm_start_keeps_them():
     first = plan(fleet(replicas("w", 3)), offers)
     again = plan(fleet(replicas("w", 3)), offers, previous=first)
     assert first.assignment == again.assignment == plan(fleet(replicas("w", 3)), offers).assignment
+
+
+def test_warm_start_from_a_plan_whose_supply_has_shrunk_keeps_capacity():
+    cheap = make_offer(instance_type="cheap", gpu_count=1, price_per_hour=1.0)
+    dear = make_offer(instance_type="dear", gpu_count=1, price_per_hour=2.0)
+    first = plan(fleet(replicas("w", 4)), [cheap, dear])
+    shrunk = replace(cheap, available_nodes=1)
+    again = plan(fleet(replicas("w", 4)), [shrunk, dear], previous=first)
+    assert nodes_by(again) == {("w", "us-east-1", "cheap", "on_demand"): 1, ("w", "us-east-1", "dear", "on_demand"): 3}
 
 
 def test_explanations_name_rejections_and_single_type_saving():
