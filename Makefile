@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DB ?= sqlite:///$(CURDIR)/.demo/gpu-supply.db
 REFERENCE ?= ../shared/reference
 
-.PHONY: demo test bench snapshot clean
+.PHONY: demo test bench snapshot notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/optimizer.py
+
+# Jupyter on the project's environment (notebooks/README.md); `make test` runs every notebook.
+notebooks: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,notebooks]'
+	$(BIN)/jupyter lab notebooks/
 
 # Rebuild the embedded snapshot from public SkyPilot-format catalogs with the project's own importer.
 snapshot: $(STAMP)

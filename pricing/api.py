@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from gpu_supply import settings
+from gpu_supply.offer import Offer
 from pricing.comparison import compare as compare_offers
 from pricing.comparison import hours_for
 from pricing.fx import FxTable, load_fx
@@ -54,6 +55,20 @@ def offers_frame(gpu: Names = None, *, providers: Names = None, pricing: Names =
                             min_gpu_memory=min_gpu_memory, gpus_per_node=gpus_per_node, max_price=max_price,
                             currency=currency)
     frame = pd.DataFrame([offer_row(offer, query.currency, table) for offer in reader.offers(query, table)])
+    return _sorted(frame)
+
+
+def current_offers(gpu: Names = None, *, providers: Names = None, pricing: Names = None, region: Names = None,
+                   geo: Names = None, min_gpu_memory: float | None = None,
+                   db: str | None = None) -> list[Offer]:
+    """Current offers as the optimizer takes them (``scheduler.plan(workloads, offers)``), native prices."""
+    table = _fx(None)
+    reader, query = _select(db, table, gpu=gpu, providers=providers, pricing=pricing, region=region, geo=geo,
+                            min_gpu_memory=min_gpu_memory, gpus_per_node=None, max_price=None, currency="USD")
+    return list(reader.offers(query, table))
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["observed_at"] = pd.to_datetime(frame["observed_at"], utc=True)

@@ -1,7 +1,7 @@
 """Placement of inference workloads on offers (OR-Tools optimizer); the Ray executor follows in #5.
 
     import scheduler
-    result = scheduler.plan(workloads, offers)      # -> scheduler.plan.Plan
+    result = scheduler.plan(workloads, offers)      # -> scheduler.plans.Plan
     result.to_frame()
 
 Loaded on first use: importing this package does not import OR-Tools.

@@ -36,7 +36,7 @@ from gpu_supply.errors import UserError
 from gpu_supply.offer import Offer
 from pricing.fx import FxTable
 from scheduler.baselines import greedy_assignment
-from scheduler.plan import Explanation, Placement, Plan, SolverReport, Unmet
+from scheduler.plans import Explanation, Placement, Plan, SolverReport, Unmet
 from scheduler.supply import FILTERS, ColumnBuilder, Columns, SupplyTable
 from scheduler.throughput import ProfileRow, ThroughputModel
 from scheduler.workloads import Workload

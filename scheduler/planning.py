@@ -17,7 +17,7 @@ from gpu_supply.errors import UserError
 from gpu_supply.offer import HOURS_PER_MONTH, Offer, PricingModel
 from pricing.fx import FxTable
 from scheduler.optimizer import PlanOptions, plan
-from scheduler.plan import Plan
+from scheduler.plans import Plan
 from scheduler.supply import ColumnBuilder, SupplyTable
 from scheduler.throughput import ProfileRow, ThroughputModel
 from scheduler.workloads import Workload
@@ -32,24 +32,26 @@ def token_costs(workloads: Sequence[Workload], offers: Sequence[Offer], *, prici
     ``pricing`` price per GPU-hour of that GPU x the replica's GPUs / the replica's tokens per hour.
 
     Throughput comes from the optimizer's model (profiles, else roofline) at the workload's request
-    shape and SLO; GPUs that cannot host the model within them are left out.
+    shape and SLO; GPUs that cannot host the model within them, or within one node, are left out.
     """
     fx = fx or FxTable()
     chosen = [offer for offer in offers if offer.pricing.value == pricing and not offer.committed]
     table = SupplyTable(chosen, fx, currency, None)
     builder = ColumnBuilder(table, ThroughputModel(profiles))
     cheapest: dict[str, float] = {}
+    largest_node: dict[str, int] = {}
     for supply in table.supplies:
         offer = supply.offer
         cheapest[offer.gpu] = min(cheapest.get(offer.gpu, math.inf), supply.price_per_hour / offer.gpu_count)
+        largest_node[offer.gpu] = max(largest_node.get(offer.gpu, 0), offer.gpu_count)
     rows = []
     for workload in workloads:
         if workload.model is None:
             continue
         degrees, rates = builder.per_gpu_type(workload)
         for gpu, degree, rate in zip(table.gpu_names, degrees, rates):
-            if degree <= 0 or rate <= 0 or gpu not in cheapest:
-                continue
+            if degree <= 0 or rate <= 0 or gpu not in cheapest or degree > largest_node[gpu]:
+                continue  # the model does not run on this GPU, or needs more of them than any node has
             per_hour = cheapest[gpu] * int(degree)
             rows.append({"workload": workload.name, "model": workload.model.name, "dtype": workload.model.dtype,
                          "gpu": gpu, "tensor_parallel": int(degree), "tokens_per_s_per_replica": round(float(rate), 1),
@@ -159,10 +161,11 @@ def plan_moves(base: Plan, other: Plan) -> pd.DataFrame:
 
 
 def stress(workloads: Sequence[Workload], offers: Sequence[Offer], scenarios: Mapping[str, Scenario], *,
-           options: PlanOptions = PlanOptions(), fx: FxTable | None = None) -> StressResult:
-    """Re-plan under each scenario and report the cost change and what moved against the base plan."""
+           options: PlanOptions = PlanOptions(), fx: FxTable | None = None, base: Plan | None = None) -> StressResult:
+    """Re-plan under each scenario and report the cost change and what moved against the base plan
+    (planned here unless given)."""
     fx = fx or FxTable()
-    base = plan(list(workloads), list(offers), options=options, fx=fx)
+    base = base or plan(list(workloads), list(offers), options=options, fx=fx)
     plans = {"base": base}
     summary = [_summary_row("base", base, base)]
     moves = []

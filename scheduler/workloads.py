@@ -199,7 +199,8 @@ def parse_workloads(document: Any, where: str = "workloads") -> list[Workload]:
     return list(parsed.workloads)
 
 
-def load_workloads(path: Path) -> list[Workload]:
+def load_workloads(path: Path | str) -> list[Workload]:
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
