@@ -573,12 +573,14 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
     Every workload takes the LP's nodes rounded down (never over capacity). Then, by priority, spread
     workloads complete their groups (or give their nodes back when they cannot), and the others
     refill what rounding lost from their cheapest columns with room, topping up on-demand nodes where
-    rounding broke their on-demand share. Workloads short of the LP's service stay partly served;
-    a spread workload the LP did not place keeps its part of ``fallback`` if that still fits.
+    rounding broke their on-demand share. A workload left short of the LP's service takes its nodes
+    in ``fallback`` instead where they serve more and still fit (a spread workload the LP did not
+    place, too); otherwise it stays partly served.
     """
     if lp is None or not lp.feasible:
         return {}
     rounding = _Rounding(model)
+    fallback_covered = _coverage(model, fallback)
     by_workload: dict[int, list[tuple[int, mathopt.Variable]]] = defaultdict(list)
     for (index, position), variable in model.x.items():
         by_workload[index].append((position, variable))
@@ -598,6 +600,10 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
                 rounding.restore(index, fallback)
         else:
             rounding.refill(index, needed)
+            if rounding.covered[index] < needed - 1e-6 and fallback_covered[index] > rounding.covered[index]:
+                rounding.release(index)  # rounding fell short where the fallback did not: take its nodes
+                if not rounding.restore(index, fallback):
+                    rounding.refill(index, needed)
         rounding.trim(index, needed)
     return _drop_broken(model, rounding.assignment)
 
@@ -714,12 +720,13 @@ class _Rounding:
             self.free[int(self.model.columns[index].supply[position])] += nodes
         self.covered[index] = 0.0
 
-    def restore(self, index: int, assignment: dict[tuple[int, int], int]) -> None:
+    def restore(self, index: int, assignment: dict[tuple[int, int], int]) -> bool:
         """This workload's nodes in ``assignment``, if every one of them still fits (else none)."""
         mine = [(key, nodes) for key, nodes in assignment.items() if key[0] == index]
         if all(self.take(index, key[1], nodes) == nodes for key, nodes in mine):
-            return
+            return bool(mine)
         self.release(index)
+        return False
 
 
 def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
