@@ -54,6 +54,7 @@ MaxPriceOpt = Annotated[Optional[float], typer.Option("--max-price", help="Max p
 CurrencyOpt = Annotated[str, typer.Option("--currency", help="Currency to show prices in.")]
 FxOpt = Annotated[Optional[list[str]], typer.Option("--fx", help="Exchange rate per 1 USD, e.g. CNY=7.1.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table, json or csv.")]
+MaxAgeOpt = Annotated[Optional[str], typer.Option("--max-age", help="Leave out offers older than this (90m, 6h, 7d); refuse if none is left.")]
 
 
 def _split(values: Optional[Iterable[str]]) -> list[str]:
@@ -91,7 +92,7 @@ def _hours_text(hours: float) -> str:
     return f"{months:g} mo" if months >= 1 and float(months).is_integer() else f"{hours:g} h"
 
 
-FOLDING = {"Region", "Instance"}  # free text: folds onto more lines on narrow terminals
+FOLDING = {"Region", "Instance", "Status"}  # free text: folds onto more lines on narrow terminals
 
 
 def _print_table(title: str, columns: list[tuple[str, str]], rows: list[tuple[list[str], str | None]],
@@ -141,34 +142,61 @@ def offers(
     provider: ProviderOpt = None, region: RegionOpt = None, geo: GeoOpt = None, pricing: PricingOpt = None,
     max_price: MaxPriceOpt = None, currency: CurrencyOpt = "USD", fx: FxOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to show (0 = all).")] = 50,
-    output: FormatOpt = OutputFormat.table,
+    max_age: MaxAgeOpt = None, output: FormatOpt = OutputFormat.table,
 ) -> None:
-    """List current offers, cheapest per GPU-hour first."""
+    """List current offers, cheapest per GPU-hour first, with each offer's age."""
     if limit < 0:
         raise UserError("--limit", f"must be >= 0, got {limit}", "use 0 for all rows")
     query, fx_table, reader = _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing,
                                            max_price, currency, fx)
-    from pricing.query import offer_row
+    from pricing.query import age_of, age_text, offer_row
 
-    found = reader.offers(query, fx_table)
+    found = _fresh(reader.offers(query, fx_table), max_age)
     found.sort(key=lambda offer: (offer.price_per_gpu_hour_in(query.currency, fx_table), offer.key))
     shown = found[:limit] if limit else found
+    stale = _stale_errors(reader, shown)
     if output is not OutputFormat.table:
-        _emit_rows([offer_row(offer, query.currency, fx_table) for offer in shown], output)
+        _emit_rows([{**offer_row(offer, query.currency, fx_table), "stale": offer.key in stale} for offer in shown],
+                   output)
         return
     if not found:
         stderr.print("No offers match these filters.")
         return
     columns = [("Provider", "left"), ("Region", "left"), ("Instance", "left"), ("GPU", "left"), ("GPUs", "right"),
                ("Mem/GPU", "right"), ("Pricing", "left"), ("Node/h", "right"), ("GPU/h", "right"), ("Avail", "right"),
-               ("Min term", "right"), ("Observed", "left")]
+               ("Min term", "right"), ("Age", "right")]
     rows = [([offer.provider, offer.region, offer.instance_type, offer.gpu, str(offer.gpu_count),
               f"{offer.gpu_memory_gb:g} GB", offer.pricing.value, _money(offer.price_per_hour_in(query.currency, fx_table), query.currency),
               _money(offer.price_per_gpu_hour_in(query.currency, fx_table), query.currency, 3),
               "?" if offer.available_nodes is None else str(offer.available_nodes),
-              _hours_text(offer.min_term_hours), offer.observed_at.date().isoformat()], None) for offer in shown]
+              _hours_text(offer.min_term_hours), age_text(age_of(offer)) + (" stale" if offer.key in stale else "")],
+             "yellow" if offer.key in stale else None) for offer in shown]
     title = f"{len(found):,} offers" + (f" (cheapest {len(shown)})" if len(shown) < len(found) else "")
-    _print_table(title, columns, rows, drop_first=["Observed", "Mem/GPU", "Node/h", "Min term", "Avail"])
+    _print_table(title, columns, rows, drop_first=["Mem/GPU", "Node/h", "Min term", "Avail"])
+    for error in sorted(set(stale.values())):
+        stderr.print(f"[yellow]stale: {error}[/yellow]")
+
+
+def _fresh(found: list, max_age: Optional[str]) -> list:
+    """``--max-age``: offers no older than it (a note says how many were left out)."""
+    from pricing.query import parse_max_age, within_max_age
+
+    if max_age is None:
+        return found
+    fresh, older = within_max_age(found, parse_max_age(max_age))
+    if older:
+        stderr.print(f"[dim]{older:,} offers older than {max_age} left out (run `gpu-supply refresh`)[/dim]")
+    return fresh
+
+
+def _stale_errors(reader, offers: list) -> dict[str, str]:
+    """Offer key -> why, for offers whose last refresh failed (they keep their last good price)."""
+    units = reader.stale_units()
+    if not units:
+        return {}
+    return {offer.key: f"{provider} {region or source}: {error}" for offer in offers
+            for provider, region, source, error in units
+            if offer.provider == provider and region in (None, offer.region) and source in (None, offer.source)}
 
 
 @app.command()
@@ -179,7 +207,7 @@ def compare(
     months: Annotated[Optional[float], typer.Option("--months", help="For how long, in 730-hour months.")] = None,
     min_gpu_memory: MinMemOpt = None, gpus_per_node: PerNodeOpt = None, provider: ProviderOpt = None,
     region: RegionOpt = None, geo: GeoOpt = None, pricing: PricingOpt = None, max_price: MaxPriceOpt = None,
-    currency: CurrencyOpt = "USD", fx: FxOpt = None, output: FormatOpt = OutputFormat.table,
+    currency: CurrencyOpt = "USD", fx: FxOpt = None, max_age: MaxAgeOpt = None, output: FormatOpt = OutputFormat.table,
 ) -> None:
     """Cheapest way to get N GPUs for a duration, per provider x pricing model, with the winner's saving."""
     from pricing.comparison import compare as run_compare
@@ -192,7 +220,7 @@ def compare(
         raise UserError("--gpu", "say which GPU to compare", "e.g. --gpu H100 (or --min-gpu-memory 80 for any)")
     query, fx_table, reader = _build_query(gpu, min_gpu_memory, gpus_per_node, provider, region, geo, pricing,
                                            max_price, currency, fx)
-    result = run_compare(reader.offers(query, fx_table), gpus, duration, query.currency, fx_table)
+    result = run_compare(_fresh(reader.offers(query, fx_table), max_age), gpus, duration, query.currency, fx_table)
     if not result.options:
         raise UserError("--gpu", "no offers match these filters", "widen --gpu/--region/--geo/--pricing")
     rows = result.rows()
@@ -315,6 +343,61 @@ def _print_plan(result) -> None:
     stdout.print(f"Solver {report.solver}: {report.status}, objective {report.objective}, bound {report.bound}, "
                  f"gap {report.gap if report.gap is None else f'{report.gap:.3%}'}, LP bound {report.lp_bound}, "
                  f"{report.columns} columns, {report.seconds:.2f} s", style="dim", highlight=False)
+
+
+@app.command("refresh")
+def refresh_command(
+    provider: ProviderOpt = None, region: RegionOpt = None,
+    idc: Annotated[Optional[list[str]], typer.Option("--idc", help="IDC feed: a file, a directory or an http(s) URL; repeatable (also [idc] feeds in the config).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Regions fetched at once per provider.")] = 8,
+    output: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
+) -> None:
+    """Fetch live offers into the store. A region that fails keeps its last good offers, marked stale;
+    the exit code is 1 when any region failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pricing.store import open_store
+    from providers import build_adapters
+    from providers.refresh import refresh
+
+    if concurrency < 1:
+        raise UserError("--concurrency", f"must be at least 1, got {concurrency}", "e.g. --concurrency 8")
+    adapters = build_adapters(_split(provider), settings.load_config(), _split(idc))
+    store = open_store(settings.database_url())
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=stderr,
+                  transient=True, disable=output is not PlanFormat.table) as progress:
+        tasks: dict[str, int] = {}
+
+        def advance(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"refresh {name}", total=total)
+            progress.update(tasks[name], completed=done)
+
+        report = refresh(adapters, store, regions=_split(region) or None, concurrency=concurrency,
+                         on_progress=advance)
+    if output is PlanFormat.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_refresh(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_refresh(report) -> None:
+    for name, why in report.skipped.items():
+        stderr.print(f"{name}: skipped: {why}")
+    for name, raw in report.unknown_gpus.items():
+        stderr.print(f"[yellow]{name}: GPU names not in the registry, kept as written: {', '.join(raw)}[/yellow]")
+    if not report.regions:
+        return
+    columns = [("Provider", "left"), ("Region", "left"), ("Offers", "right"), ("New", "right"), ("Changed", "right"),
+               ("Removed", "right"), ("Tries", "right"), ("Status", "left")]
+    rows = [([row.provider, row.region, str(row.offers), str(row.new), str(row.changed), str(row.removed),
+              str(row.attempts), "ok" if not row.error else f"stale: {row.error}"], "yellow" if row.error else None)
+            for row in report.regions]
+    failed = sum(1 for row in report.regions if row.error)
+    title = f"Refreshed {len(report.regions) - failed} of {len(report.regions)} regions"
+    _print_table(title, columns, rows, drop_first=["Tries", "Removed", "Changed", "New"])
 
 
 @app.command("gpus")

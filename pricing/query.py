@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gpu_supply import gpus
@@ -90,7 +90,51 @@ def offer_row(offer: Offer, currency: str, fx: FxTable) -> dict[str, object]:
     """An offer's row with prices in ``currency``; the supplier's own figure stays alongside."""
     return {**offer.as_row(), "price_per_hour": offer.price_per_hour_in(currency, fx),
             "price_per_gpu_hour": offer.price_per_gpu_hour_in(currency, fx), "currency": currency,
-            "native_price_per_hour": offer.price_per_hour, "native_currency": offer.currency}
+            "native_price_per_hour": offer.price_per_hour, "native_currency": offer.currency,
+            "age_hours": round(age_of(offer).total_seconds() / 3600, 2)}
+
+
+def age_of(offer: Offer, now: datetime | None = None) -> timedelta:
+    return max(timedelta(0), (now or datetime.now(timezone.utc)) - offer.observed_at)
+
+
+_AGE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_max_age(raw: str) -> timedelta:
+    """``90m``, ``6h``, ``7d`` or ``2w``."""
+    text = raw.strip().lower()
+    number, unit = text[:-1], text[-1:]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _AGE_UNITS or value <= 0:
+        raise UserError("--max-age", f"{raw!r} is not a duration", "write e.g. 90m, 6h, 7d or 2w")
+    return timedelta(seconds=value * _AGE_UNITS[unit])
+
+
+def within_max_age(offers: list[Offer], max_age: timedelta | None) -> tuple[list[Offer], int]:
+    """Offers no older than ``max_age`` and how many were older; refuses when none is fresh enough."""
+    if max_age is None or not offers:
+        return offers, 0
+    now = datetime.now(timezone.utc)
+    fresh = [offer for offer in offers if age_of(offer, now) <= max_age]
+    if not fresh:
+        newest = min(age_of(offer, now) for offer in offers)
+        raise UserError("--max-age", f"no matching offer is newer than {age_text(max_age)} "
+                        f"(the newest is {age_text(newest)} old)", "run `gpu-supply refresh`, or raise --max-age")
+    return fresh, len(offers) - len(fresh)
+
+
+def age_text(age: timedelta) -> str:
+    """An age as ops read it: 45m, 6h, 3d, 2w."""
+    seconds = age.total_seconds()
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0) / 60:.0f}m"
+
 
 
 def parse_gpu(raw: str) -> str:
@@ -213,6 +257,14 @@ class OfferReader:
         columns = ("source", "kind", "imported_at", "data_date", "offers")
         rows = self._rows(f"SELECT {', '.join(columns)} FROM catalog_import ORDER BY id", {})
         return [dict(zip(columns, row)) for row in rows]
+
+    def stale_units(self) -> list[tuple[str, str | None, str | None, str]]:
+        """(provider, region, source, error) of every refresh unit whose latest attempt failed."""
+        try:
+            rows = self._rows("SELECT provider, region, source, error FROM refresh_status WHERE error IS NOT NULL", {})
+        except Exception:  # noqa: BLE001 - a store that was never refreshed has no such table yet
+            return []
+        return [tuple(row) for row in rows]
 
     def providers(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT DISTINCT provider FROM offer ORDER BY provider", {})]

@@ -2,8 +2,9 @@
 
 Tables (sqlmodel): ``offer`` (what is sold: identity and shape), ``price_observation`` (what it
 cost and how many nodes were available, when, from which source; a NULL price records that the
-offer was withdrawn) and ``catalog_import`` (one row per import, with its report). The current
-price of an offer is its latest observation.
+offer was withdrawn), ``catalog_import`` (one row per import, with its report) and
+``refresh_status`` (per supplier region or feed: last success, and the error while it is stale).
+The current price of an offer is its latest observation.
 
 Every import runs in one transaction: an import that fails half-way leaves the previous data
 exactly as it was. The first use of a store seeds it from the embedded snapshot.
@@ -59,6 +60,21 @@ class CatalogImport(SQLModel, table=True):
     report: str = "{}"  # JSON: what the importer read, skipped and fixed
 
 
+class RefreshStatus(SQLModel, table=True):
+    """The latest refresh of one unit of a supplier (a cloud region, an IDC feed): when it last
+    succeeded and, while its latest attempt failed, the error (its offers are then stale)."""
+
+    __tablename__ = "refresh_status"
+
+    provider: str = Field(primary_key=True)
+    unit: str = Field(primary_key=True)  # region name, or the IDC feed's location
+    region: str | None = None  # the offers it speaks for: this region...
+    source: str | None = None  # ...or this offer source
+    refreshed_at: datetime | None = None
+    attempted_at: datetime
+    error: str | None = None
+
+
 class PriceObservation(SQLModel, table=True):
     __tablename__ = "price_observation"
     __table_args__ = (Index("ix_observation_latest", "offer_id", "observed_at", "id"),)
@@ -76,6 +92,21 @@ _DESCRIPTIVE = ("region", "zone", "instance_type", "gpu_memory_gb", "vcpus", "ra
                 "min_term_hours", "lead_time_days", "committed")
 
 
+# What an import speaks for: (provider, region or None, offer source or None). Current offers
+# matching a scope but absent from the import are recorded as withdrawn.
+Scope = tuple[str, "str | None", "str | None"]
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """A refresh unit's result, recorded in ``refresh_status`` with the import."""
+
+    provider: str
+    unit: str
+    scopes: tuple[Scope, ...]
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class ImportSummary:
     import_id: int
@@ -85,6 +116,11 @@ class ImportSummary:
     changed: int
     unchanged: int
     withdrawn: int
+    by_scope: dict | None = None  # Scope -> {"offers", "new", "changed", "withdrawn"} when scopes were given
+
+
+def _in_scope(scope: Scope, provider: str, region: str, source: str) -> bool:
+    return scope[0] == provider and scope[1] in (None, region) and scope[2] in (None, source)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -101,13 +137,18 @@ class Store:
         SQLModel.metadata.create_all(self.engine)
 
     def import_offers(self, offers: Iterable[Offer], source: str, kind: str, report: dict | None = None,
-                      data_date: str | None = None) -> ImportSummary:
+                      data_date: str | None = None, scopes: Iterable[Scope] | None = None,
+                      outcomes: Iterable[UnitOutcome] = ()) -> ImportSummary:
         """Record one observation per offer, in one transaction.
 
-        An import speaks for the (provider, offer source) pairs it contains: offers of those pairs
-        that are current but absent from this import are recorded as withdrawn.
+        An import speaks for ``scopes`` (default: the (provider, offer source) pairs it contains):
+        current offers in those scopes but absent from this import are recorded as withdrawn;
+        offers outside them (a region whose refresh failed) keep their last observation.
+        ``outcomes`` update ``refresh_status`` in the same transaction.
         """
         offers = list({offer.key: offer for offer in offers}.values())
+        explicit = scopes is not None
+        scopes = set(scopes) if explicit else {(offer.provider, None, offer.source) for offer in offers}
         observed_max = max((offer.observed_at for offer in offers), default=utcnow())
         with self.engine.begin() as connection:
             import_id = connection.execute(insert(CatalogImport).values(
@@ -137,20 +178,29 @@ class Store:
             if changed_shape:
                 connection.execute(update(offer_table).where(offer_table.c.id == bindparam("record_id"))
                                    .values({name: bindparam(name) for name in _DESCRIPTIVE}), changed_shape)
-            current = self._current_by_offer_id(connection, providers={offer.provider for offer in offers})
-            scopes = {(offer.provider, offer.source) for offer in offers}
+            current = self._current_by_offer_id(
+                connection, providers={offer.provider for offer in offers} | {scope[0] for scope in scopes})
             observations = []
+            counts = {scope: {"offers": 0, "new": 0, "changed": 0, "withdrawn": 0} for scope in scopes}
             new = changed = unchanged = 0
             for offer in offers:
                 offer_id = existing[offer.key]["id"]
                 previous = current.get(offer_id)
                 if previous is None or previous["price_per_hour"] is None:
                     new += 1
+                    kind_of_change = "new"
                 elif (previous["price_per_hour"], previous["available_nodes"]) != (offer.price_per_hour,
                                                                                    offer.available_nodes):
                     changed += 1
+                    kind_of_change = "changed"
                 else:
                     unchanged += 1
+                    kind_of_change = None
+                for scope in scopes:
+                    if _in_scope(scope, offer.provider, offer.region, offer.source):
+                        counts[scope]["offers"] += 1
+                        if kind_of_change:
+                            counts[scope][kind_of_change] += 1
                 observations.append({"offer_id": offer_id, "import_id": import_id,
                                      "observed_at": _utc(offer.observed_at),
                                      "price_per_hour": offer.price_per_hour,
@@ -160,11 +210,37 @@ class Store:
                           "price_per_hour": None, "available_nodes": None, "source": row["source"]}
                          for offer_id, row in current.items()
                          if offer_id not in seen_ids and row["price_per_hour"] is not None
-                         and (row["provider"], row["source"]) in scopes
+                         and any(_in_scope(scope, row["provider"], row["region"], row["source"]) for scope in scopes)
                          and _utc(row["observed_at"]) <= _utc(observed_max)]
+            for entry in withdrawn:
+                row = current[entry["offer_id"]]
+                for scope in scopes:
+                    if _in_scope(scope, row["provider"], row["region"], row["source"]):
+                        counts[scope]["withdrawn"] += 1
             if observations or withdrawn:
                 connection.execute(insert(PriceObservation), observations + withdrawn)
-        return ImportSummary(import_id, source, len(offers), new, changed, unchanged, len(withdrawn))
+            self._record_outcomes(connection, outcomes)
+        return ImportSummary(import_id, source, len(offers), new, changed, unchanged, len(withdrawn),
+                             counts if explicit else None)
+
+    @staticmethod
+    def _record_outcomes(connection, outcomes: Iterable[UnitOutcome]) -> None:
+        table = RefreshStatus.__table__
+        now = _utc(utcnow())
+        for outcome in outcomes:
+            region = next((scope[1] for scope in outcome.scopes if scope[1]), None)
+            source = next((scope[2] for scope in outcome.scopes if scope[2]), None)
+            key = (table.c.provider == outcome.provider) & (table.c.unit == outcome.unit)
+            previous = connection.execute(select(table.c.refreshed_at, table.c.region, table.c.source)
+                                          .where(key)).first()
+            if outcome.error is not None and previous is not None:  # a failure speaks for what last succeeded
+                region, source = previous[1], previous[2]
+            values = {"region": region, "source": source, "attempted_at": now, "error": outcome.error,
+                      "refreshed_at": now if outcome.error is None else (previous[0] if previous else None)}
+            if previous is None:
+                connection.execute(insert(table).values(provider=outcome.provider, unit=outcome.unit, **values))
+            else:
+                connection.execute(update(table).where(key).values(**values))
 
     @staticmethod
     def _current_by_offer_id(connection, providers: set[str]) -> dict[int, dict]:
@@ -176,7 +252,7 @@ class Store:
         rows = connection.execute(
             select(observation.c.offer_id, observation.c.id, observation.c.price_per_hour,
                    observation.c.available_nodes, observation.c.source, observation.c.observed_at,
-                   offer_table.c.provider)
+                   offer_table.c.provider, offer_table.c.region)
             .join(latest, (latest.c.offer_id == observation.c.offer_id)
                   & (latest.c.observed_at == observation.c.observed_at))
             .join(offer_table, offer_table.c.id == observation.c.offer_id)

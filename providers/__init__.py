@@ -1,5 +1,32 @@
-"""Supplier adapters: one module per supplier, each yielding normalised `gpu_supply.offer.Offer`s.
+"""Supplier adapters: one module per supplier behind one small interface (``providers.base``).
 
-Today: ``idc`` (IDC term deals from YAML/CSV files). The live cloud adapters (AWS, GCP, Azure)
-arrive with `gpu-supply refresh` (issue #4) behind the same output type.
+``ADAPTERS`` names each adapter `gpu-supply refresh` can build. Today: ``idc`` (IDC feeds from
+files, directories or http(s) URLs). The AWS, GCP and Azure adapters of issue #4 join here.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gpu_supply.errors import UserError
+
+
+def _idc(config: dict, idc_feeds: Sequence[str]):
+    from providers.idc import IdcFeeds
+
+    configured = config.get("idc", {}).get("feeds", [])
+    if not isinstance(configured, list):
+        raise UserError("config [idc] feeds", "must be a list of paths or URLs", 'e.g. feeds = ["/data/idc"]')
+    return IdcFeeds([*idc_feeds, *configured])
+
+
+ADAPTERS = {"idc": _idc}
+
+
+def build_adapters(names: Sequence[str], config: dict, idc_feeds: Sequence[str] = ()) -> list:
+    """The adapters for these provider names (all when empty), in the order given."""
+    unknown = [name for name in names if name not in ADAPTERS]
+    if unknown:
+        raise UserError("--provider", f"no live adapter for {', '.join(unknown)}",
+                        f"refresh knows: {', '.join(ADAPTERS)}")
+    return [ADAPTERS[name](config, idc_feeds) for name in (names or list(ADAPTERS))]

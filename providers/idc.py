@@ -20,8 +20,9 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, datetime, time, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -172,3 +173,75 @@ def read_idc_files(paths: Iterable[Path]) -> list[Offer]:
     for file in files:
         offers.extend(parse_idc_text(file.read_text(encoding="utf-8"), str(file), default_source=f"idc:{file.stem}"))
     return offers
+
+
+def _is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def _feed_name_and_source(location: str) -> tuple[str, str]:
+    """The name a feed's format is told by (its file name) and its default offer source."""
+    if _is_url(location):
+        parsed = urlparse(location)
+        host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")  # never the user:password part
+        return parsed.path or "/feed.yaml", f"idc:{host}/{PurePosixPath(parsed.path).stem}"
+    return location, f"idc:{Path(location).stem}"
+
+
+def _transient(error: BaseException) -> bool:
+    import httpx
+
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code == 429 or error.response.status_code >= 500
+    return isinstance(error, httpx.TransportError)  # timeouts, refused or dropped connections
+
+
+class IdcFeeds:
+    """IDC feeds as a refresh adapter: files, directories of them and http(s) URLs, several sites at
+    once. Each feed is one unit: a feed that cannot be read or has a malformed row keeps its last
+    good offers (it speaks for its own offer source only)."""
+
+    name = "idc"
+
+    def __init__(self, locations: Iterable[str], *, timeout_s: float = 10.0, transport=None, sleep=None) -> None:
+        self.locations = [str(location) for location in locations]
+        self.timeout_s = timeout_s
+        self._transport = transport  # tests: an httpx transport; default: the network
+        self._sleep = sleep
+
+    def regions(self, wanted: Iterable[str] | None) -> list[str]:
+        from providers.base import MissingCredentials
+
+        if not self.locations:
+            raise MissingCredentials("no IDC feeds configured (give --idc PATH|URL, or [idc] feeds in the config)")
+        units: list[str] = []
+        for location in self.locations:
+            path = Path(location)
+            if not _is_url(location) and path.is_dir():
+                units.extend(str(p) for p in sorted(path.iterdir()) if p.suffix.lower() in {".yaml", ".yml", ".csv"})
+            else:
+                units.append(location)  # a missing file fails its own fetch (stale), not the refresh
+        return units
+
+    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+        return ((self.name, None, _feed_name_and_source(unit)[1]),)
+
+    def _read(self, unit: str) -> str:
+        if not _is_url(unit):
+            return Path(unit).read_text(encoding="utf-8")
+        import httpx
+
+        with httpx.Client(timeout=self.timeout_s, transport=self._transport, follow_redirects=True) as client:
+            response = client.get(unit)
+            response.raise_for_status()
+            return response.text
+
+    def fetch(self, unit: str):
+        from providers.base import RegionFetch, retrying
+
+        extra = {"sleep": self._sleep} if self._sleep else {}
+        text, attempts = retrying(lambda: self._read(unit), is_transient=_transient, **extra)
+        name, source = _feed_name_and_source(unit)
+        offers = parse_idc_text(text, name, default_source=source)
+        scopes = tuple(sorted({(offer.provider, None, offer.source) for offer in offers}))
+        return RegionFetch(self.name, unit, scopes, tuple(offers), attempts=attempts)

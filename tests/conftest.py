@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,3 +50,14 @@ def empty_db(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("GPU_SUPPLY_DB", url)
     monkeypatch.setenv("GPU_SUPPLY_CONFIG", str(tmp_path / "no-config.toml"))
     return url
+
+
+def run_main(monkeypatch, capsys, *args):
+    """Through the real entry point, which turns errors into one line and an exit code."""
+    monkeypatch.setattr(sys, "argv", ["gpu-supply", *args])
+    with pytest.raises(SystemExit) as exited:
+        from gpu_supply import cli
+
+        cli.main()
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err

@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, run_main
 from gpu_supply import cli
 from gpu_supply.offer import HOURS_PER_MONTH
 
@@ -20,15 +20,6 @@ def invoke_json(*args):
     result = runner.invoke(cli.app, [*args, "--format", "json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def run_main(monkeypatch, capsys, *args):
-    """Through the real entry point, which turns errors into one line and an exit code."""
-    monkeypatch.setattr(sys, "argv", ["gpu-supply", *args])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 def test_offers_json_rows_carry_the_contract_and_are_sorted(seeded_db):
