@@ -1,7 +1,7 @@
 """Supplier adapters: one module per supplier behind one small interface (``providers.base``).
 
-``ADAPTERS`` names each adapter `gpu-supply refresh` can build. Today: ``idc`` (IDC feeds from
-files, directories or http(s) URLs). The AWS, GCP and Azure adapters of issue #4 join here.
+``ADAPTERS`` names each adapter `gpu-supply refresh` can build: ``aws`` (boto3) and ``idc`` (IDC
+feeds from files, directories or http(s) URLs). The GCP and Azure adapters of issue #4 join here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ def _idc(config: dict, idc_feeds: Sequence[str]):
     return IdcFeeds([*idc_feeds, *configured])
 
 
-ADAPTERS = {"idc": _idc}
+def _aws(config: dict, idc_feeds: Sequence[str]):
+    from providers.aws import AwsAdapter
+
+    return AwsAdapter()
+
+
+ADAPTERS = {"aws": _aws, "idc": _idc}
 
 
 def build_adapters(names: Sequence[str], config: dict, idc_feeds: Sequence[str] = ()) -> list:

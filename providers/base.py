@@ -63,7 +63,7 @@ class Adapter(Protocol):
 
 
 def retrying(call: Callable[[], T], *, is_transient: Callable[[BaseException], bool],
-             attempts: int = RETRY_ATTEMPTS, sleep: Callable[[float], None] = time.sleep,
+             attempts: int = RETRY_ATTEMPTS, sleep: Callable[[float], None] | None = None,
              jitter: Callable[[], float] = random.random) -> tuple[T, int]:
     """``call()`` with exponential back-off and full jitter on transient errors; returns (result,
     attempts used). The last error propagates."""
@@ -74,7 +74,7 @@ def retrying(call: Callable[[], T], *, is_transient: Callable[[BaseException], b
             if attempt == attempts or not is_transient(error):
                 error.attempts = attempt  # for the refresh report
                 raise
-            sleep(jitter() * min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1)))
+            (sleep or time.sleep)(jitter() * min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")
 
 

@@ -1,0 +1,201 @@
+"""AWS through boto3: GPU instance types, where they are offered, on-demand and spot prices, quotas.
+
+Per region: ``ec2.describe_instance_types`` (GPU types by ``GpuInfo``), the availability zones
+offering them (``describe_instance_type_offerings``), the latest Linux/UNIX spot price per zone
+(``describe_spot_price_history``), on-demand prices from the Pricing API (Linux, shared tenancy,
+``marketoption=OnDemand`` only, so Capacity Block rows never pass as cheap on-demand), and the
+vCPU quotas of the P and G families (Service Quotas) turned into nodes per instance type.
+
+One on-demand offer per type and region (the price is region-wide) and one spot offer at the
+cheapest zone's price, both carrying the family quota in nodes (a quota the family shares: an
+upper bound per type). A quota AWS does not report is unknown, not zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+
+from gpu_supply import gpus
+from gpu_supply.offer import Offer, PricingModel, utcnow
+from providers.base import MissingCredentials, RegionFetch, retrying
+
+SOURCE = "aws-api"
+PRICING_REGION = "us-east-1"  # the Pricing API's endpoint region
+# Service Quotas codes (vCPUs): running on-demand instances, and spot requests, per family.
+QUOTAS = {("p", PricingModel.ON_DEMAND): "L-417A185B", ("g", PricingModel.ON_DEMAND): "L-DB2E81BA",
+          ("p", PricingModel.SPOT): "L-7212CCBC", ("g", PricingModel.SPOT): "L-3819A6DF"}
+GPU_TYPE_PATTERNS = ["p*", "g*"]  # the families with GPUs (GpuInfo decides)
+THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+              "RequestThrottled", "ServiceUnavailable", "InternalError", "InternalFailure"}
+
+# role -> boto3 service: the adapter asks for clients by role, so tests can fake each at the edge.
+ROLES = {"inventory": "ec2", "spot": "ec2", "pricing": "pricing", "quotas": "service-quotas"}
+ClientFactory = Callable[[str, str], object]  # (role, region) -> boto3 client
+
+
+def _transient(error: BaseException) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code") in THROTTLING
+    return isinstance(error, (ConnectionError, ReadTimeoutError))
+
+
+def _pages(client, operation: str, key: str, **params) -> Iterable[dict]:
+    """Every item of a paginated call, each page retried on throttling."""
+    token_name = "NextToken"
+    token = None
+    while True:
+        request = {**params, **({token_name: token} if token else {})}
+        page, _ = retrying(lambda: getattr(client, operation)(**request), is_transient=_transient)
+        yield from page.get(key, [])
+        token = page.get(token_name)
+        if not token:
+            return
+
+
+def parse_price_list(items: Iterable[str]) -> dict[str, float]:
+    """On-demand USD per hour by instance type, from Pricing API ``PriceList`` JSON strings. Rows
+    that are not plain on-demand (Capacity Blocks, reservations) or have no USD price are left out."""
+    prices: dict[str, float] = {}
+    for item in items:
+        product = json.loads(item)
+        attributes = product.get("product", {}).get("attributes", {})
+        if attributes.get("marketoption", "OnDemand") != "OnDemand" or "instanceType" not in attributes:
+            continue
+        for term in product.get("terms", {}).get("OnDemand", {}).values():
+            for dimension in term.get("priceDimensions", {}).values():
+                try:
+                    price = float(dimension["pricePerUnit"]["USD"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if price > 0 and dimension.get("unit", "Hrs") in ("Hrs", "Hours"):
+                    type_name = attributes["instanceType"]
+                    prices[type_name] = min(price, prices.get(type_name, math.inf))
+    return prices
+
+
+def latest_spot_prices(history: Iterable[dict]) -> dict[str, tuple[float, str]]:
+    """Per instance type, the cheapest zone's latest spot price: (USD per hour, zone)."""
+    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
+    for row in history:
+        key = (row["InstanceType"], row["AvailabilityZone"])
+        moment = row["Timestamp"]
+        try:
+            price = float(row["SpotPrice"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if price > 0 and (key not in latest or moment > latest[key][0]):
+            latest[key] = (moment, price)
+    cheapest: dict[str, tuple[float, str]] = {}
+    for (type_name, zone), (_, price) in sorted(latest.items()):
+        if type_name not in cheapest or price < cheapest[type_name][0]:
+            cheapest[type_name] = (price, zone)
+    return cheapest
+
+
+class AwsAdapter:
+    name = "aws"
+
+    def __init__(self, clients: ClientFactory | None = None, session=None) -> None:
+        self._session = session
+        self._clients = clients or self._default_clients
+
+    def _default_clients(self, role: str, region: str):
+        from botocore.config import Config
+
+        return self._boto_session().client(ROLES[role], region_name=region,
+                                           config=Config(retries={"mode": "standard", "max_attempts": 3}))
+
+    def _boto_session(self):
+        if self._session is None:
+            import boto3
+
+            self._session = boto3.Session()
+        return self._session
+
+    def regions(self, wanted: Sequence[str] | None) -> list[str]:
+        if self._clients == self._default_clients and self._boto_session().get_credentials() is None:
+            raise MissingCredentials("no AWS credentials found (profile, environment or instance role)")
+        if wanted:
+            return list(wanted)
+        client = self._clients("inventory", PRICING_REGION)
+        response, _ = retrying(lambda: client.describe_regions(), is_transient=_transient)
+        return sorted(region["RegionName"] for region in response["Regions"]
+                      if region.get("OptInStatus") != "not-opted-in")
+
+    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+        return ((self.name, unit, None),)
+
+    def fetch(self, unit: str) -> RegionFetch:
+        region = unit
+        inventory = self._clients("inventory", region)
+        filters = [{"Name": "instance-type", "Values": GPU_TYPE_PATTERNS}]
+        types = {item["InstanceType"]: item for item in _pages(inventory, "describe_instance_types",
+                                                                "InstanceTypes", Filters=filters)
+                 if item.get("GpuInfo", {}).get("Gpus")}
+        if not types:
+            return RegionFetch(self.name, region, self.scopes(region))
+        offered = {item["InstanceType"] for item in _pages(
+            inventory, "describe_instance_type_offerings", "InstanceTypeOfferings",
+            LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": sorted(types)}])}
+        types = {name: item for name, item in types.items() if name in offered}
+        on_demand = parse_price_list(_pages(
+            self._clients("pricing", PRICING_REGION), "get_products", "PriceList", ServiceCode="AmazonEC2",
+            Filters=[{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in (
+                ("regionCode", region), ("operatingSystem", "Linux"), ("tenancy", "Shared"),
+                ("preInstalledSw", "NA"), ("capacitystatus", "Used"), ("marketoption", "OnDemand"))]))
+        spot = latest_spot_prices(_pages(
+            self._clients("spot", region), "describe_spot_price_history", "SpotPriceHistory",
+            InstanceTypes=sorted(types), ProductDescriptions=["Linux/UNIX"],
+            StartTime=utcnow() - timedelta(hours=6)))
+        quotas = self._quotas(region)
+        observed = utcnow()
+        offers, unknown = [], set()
+        for type_name, item in sorted(types.items()):
+            gpu = item["GpuInfo"]["Gpus"][0]
+            memory_gb = gpu.get("MemoryInfo", {}).get("SizeInMiB", 0) / 1024
+            canonical = gpus.resolve(gpu["Name"], memory_gb or None)
+            if canonical is None:
+                unknown.add(gpu["Name"])
+            vcpus = item.get("VCpuInfo", {}).get("DefaultVCpus")
+            shape = dict(provider=self.name, region=region, instance_type=type_name, gpu=canonical or gpu["Name"],
+                         gpu_count=int(gpu["Count"]), gpu_memory_gb=round(memory_gb, 1), currency="USD",
+                         vcpus=vcpus, ram_gb=round(item.get("MemoryInfo", {}).get("SizeInMiB", 0) / 1024, 1) or None,
+                         source=SOURCE, observed_at=observed)
+            family = type_name[0]
+            if type_name in on_demand:
+                offers.append(Offer(**shape, pricing=PricingModel.ON_DEMAND, price_per_hour=on_demand[type_name],
+                                    available_nodes=_nodes(quotas.get((family, PricingModel.ON_DEMAND)), vcpus)))
+            if type_name in spot:
+                price, zone = spot[type_name]
+                offers.append(Offer(**shape, zone=zone, pricing=PricingModel.SPOT, price_per_hour=price,
+                                    available_nodes=_nodes(quotas.get((family, PricingModel.SPOT)), vcpus)))
+        return RegionFetch(self.name, region, self.scopes(region), tuple(offers), unknown_gpus=tuple(sorted(unknown)))
+
+    def _quotas(self, region: str) -> dict[tuple[str, PricingModel], float]:
+        """vCPU quotas by (family, market); a quota AWS does not report is left out (unknown)."""
+        from botocore.exceptions import ClientError
+
+        client = self._clients("quotas", region)
+        found = {}
+        for key, code in QUOTAS.items():
+            try:
+                response, _ = retrying(lambda: client.get_service_quota(ServiceCode="ec2", QuotaCode=code),
+                                       is_transient=_transient)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("NoSuchResourceException", "AccessDeniedException"):
+                    continue
+                raise
+            found[key] = float(response["Quota"]["Value"])
+        return found
+
+
+def _nodes(quota_vcpus: float | None, vcpus: int | None) -> int | None:
+    if quota_vcpus is None or not vcpus:
+        return None
+    return int(quota_vcpus // vcpus)
+
