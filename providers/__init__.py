@@ -1,7 +1,8 @@
 """Supplier adapters: one module per supplier behind one small interface (``providers.base``).
 
-``ADAPTERS`` names each adapter `gpu-supply refresh` can build: ``aws`` (boto3) and ``idc`` (IDC
-feeds from files, directories or http(s) URLs). The GCP and Azure adapters of issue #4 join here.
+``ADAPTERS`` names each adapter `gpu-supply refresh` can build: ``aws`` (boto3), ``idc`` (IDC
+feeds from files, directories or http(s) URLs), ``azure`` (azure-mgmt-compute and the Retail
+Prices API). The GCP adapter of issue #4 joins here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ def _aws(config: dict, idc_feeds: Sequence[str]):
     return AwsAdapter()
 
 
-ADAPTERS = {"aws": _aws, "idc": _idc}
+def _azure(config: dict, idc_feeds: Sequence[str]):
+    from providers.azure import AzureAdapter
+
+    return AzureAdapter(subscription_id=config.get("azure", {}).get("subscription_id"))
+
+
+ADAPTERS = {"aws": _aws, "azure": _azure, "idc": _idc}
 
 
 def build_adapters(names: Sequence[str], config: dict, idc_feeds: Sequence[str] = ()) -> list:

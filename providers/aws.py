@@ -108,7 +108,8 @@ class AwsAdapter:
         from botocore.config import Config
 
         return self._boto_session().client(ROLES[role], region_name=region,
-                                           config=Config(retries={"mode": "standard", "max_attempts": 3}))
+                                           # retries are ours (providers.base.retrying)
+                                           config=Config(retries={"mode": "standard", "max_attempts": 1}))
 
     def _boto_session(self):
         if self._session is None:
