@@ -1,8 +1,8 @@
 """Supplier adapters: one module per supplier behind one small interface (``providers.base``).
 
-``ADAPTERS`` names each adapter `gpu-supply refresh` can build: ``aws`` (boto3), ``idc`` (IDC
-feeds from files, directories or http(s) URLs), ``azure`` (azure-mgmt-compute and the Retail
-Prices API). The GCP adapter of issue #4 joins here.
+``ADAPTERS`` names each adapter `gpu-supply refresh` can build: ``aws`` (boto3), ``gcp``
+(google-cloud-compute and google-cloud-billing), ``azure`` (azure-mgmt-compute and the Retail
+Prices API) and ``idc`` (IDC feeds from files, directories or http(s) URLs).
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ def _azure(config: dict, idc_feeds: Sequence[str]):
     return AzureAdapter(subscription_id=config.get("azure", {}).get("subscription_id"))
 
 
-ADAPTERS = {"aws": _aws, "azure": _azure, "idc": _idc}
+def _gcp(config: dict, idc_feeds: Sequence[str]):
+    from providers.gcp import GcpAdapter
+
+    return GcpAdapter(project=config.get("gcp", {}).get("project"))
+
+
+ADAPTERS = {"aws": _aws, "gcp": _gcp, "azure": _azure, "idc": _idc}
 
 
 def build_adapters(names: Sequence[str], config: dict, idc_feeds: Sequence[str] = ()) -> list:
