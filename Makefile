@@ -33,6 +33,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/optimizer.py
+	$(BIN)/python benchmarks/refresh.py
 
 # Jupyter on the project's environment (notebooks/README.md); `make test` runs every notebook.
 notebooks: $(STAMP)
