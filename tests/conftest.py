@@ -61,3 +61,30 @@ def run_main(monkeypatch, capsys, *args):
         cli.main()
     captured = capsys.readouterr()
     return exited.value.code, captured.out, captured.err
+
+
+class FakeHttpAdapter:
+    """Base of the fake HTTP edges under the SDKs' requests sessions (Google and Azure clients):
+    subclasses answer ``send`` with ``json_response``."""
+
+    @staticmethod
+    def json_response(request, status: int, body: dict):
+        import io
+        import json
+
+        import requests
+        import urllib3
+
+        payload = json.dumps(body).encode()
+        response = requests.Response()
+        response.status_code = status
+        response.raw = urllib3.HTTPResponse(body=io.BytesIO(payload), status=status, preload_content=False,
+                                            headers={"Content-Type": "application/json"})
+        response._content = payload
+        response.headers["Content-Type"] = "application/json"
+        response.url = request.url
+        response.request = request
+        return response
+
+    def close(self):
+        pass

@@ -3,19 +3,17 @@ transport) and the Retail Prices API (httpx MockTransport), in the APIs' JSON sh
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 import requests
-import urllib3
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.compute import ComputeManagementClient
 
+from conftest import FakeHttpAdapter
 from pricing.store import open_store
 from providers import base
 from providers.azure import AzureAdapter, retail_prices
@@ -29,7 +27,7 @@ class FakeCredential:
         return AccessToken("fake-token", int(time.time()) + 3600)
 
 
-class FakeArm(requests.adapters.BaseAdapter):
+class FakeArm(FakeHttpAdapter, requests.adapters.BaseAdapter):
     """Azure Resource Manager at the HTTP edge: answers by path, in ARM's JSON shapes."""
 
     def __init__(self, skus: list[dict], usages: list[dict], fail_regions=()) -> None:
@@ -44,32 +42,16 @@ class FakeArm(requests.adapters.BaseAdapter):
         if url.path.endswith("/providers/Microsoft.Compute/skus"):
             location = query.get("$filter", [""])[0].split("'")[1] if "$filter" in query else None
             if location in self.fail_regions:
-                return self._response(request, 500, {"error": {"code": "InternalServerError", "message": "boom"}})
+                return self.json_response(request, 500, {"error": {"code": "InternalServerError", "message": "boom"}})
             page = "page" in query
             skus = [sku for sku in self.skus if location is None or location in sku["locations"]]
             half = len(skus) // 2
             body = {"value": skus[half:]} if page else {"value": skus[:half],
                                                         "nextLink": request.url + "&page=2"}
-            return self._response(request, 200, body)
+            return self.json_response(request, 200, body)
         if "/usages" in url.path:
-            return self._response(request, 200, {"value": self.usages})
-        return self._response(request, 404, {"error": {"code": "NotFound", "message": url.path}})
-
-    @staticmethod
-    def _response(request, status: int, body: dict):
-        payload = json.dumps(body).encode()
-        response = requests.Response()
-        response.status_code = status
-        response.raw = urllib3.HTTPResponse(body=io.BytesIO(payload), status=status, preload_content=False,
-                                            headers={"Content-Type": "application/json"})
-        response._content = payload
-        response.headers["Content-Type"] = "application/json"
-        response.url = request.url
-        response.request = request
-        return response
-
-    def close(self):
-        pass
+            return self.json_response(request, 200, {"value": self.usages})
+        return self.json_response(request, 404, {"error": {"code": "NotFound", "message": url.path}})
 
 
 def sku(name: str, family: str, vcpus: int, gpus: str, locations=("eastus",), restricted=()) -> dict:

@@ -3,16 +3,15 @@ HTTP session faked, answering in the APIs' JSON shapes (paging, throttling, a fa
 
 from __future__ import annotations
 
-import io
 import json
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
-import urllib3
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import billing_v1, compute_v1
 
+from conftest import FakeHttpAdapter
 from pricing.store import open_store
 from providers import base
 from providers.gcp import GcpAdapter, catalog_rates, quota_metric
@@ -52,7 +51,7 @@ SKUS = [sku("Nvidia H100 80GB GPU running in Americas", "GPU", "OnDemand", 9.796
         sku("Commitment v1: Nvidia H100 80GB GPU in Americas for 1 Year", "GPU", "Commit1Yr", 6.0)]
 
 
-class FakeGoogle(requests.adapters.BaseAdapter):
+class FakeGoogle(FakeHttpAdapter, requests.adapters.BaseAdapter):
     """compute.googleapis.com and cloudbilling.googleapis.com at the HTTP edge."""
 
     def __init__(self, regions: dict[str, dict], machines: dict[str, list[dict]], skus: list[dict],
@@ -70,36 +69,21 @@ class FakeGoogle(requests.adapters.BaseAdapter):
         if url.netloc == "cloudbilling.googleapis.com":
             if self.throttle_catalog:
                 self.throttle_catalog = False
-                return self._response(request, 429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                return self.json_response(request, 429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
                                                                "message": "Quota exceeded"}})
             half = len(self.skus) // 2
             body = {"skus": self.skus[half:], "nextPageToken": ""} if token else {"skus": self.skus[:half],
                                                                                    "nextPageToken": "p2"}
-            return self._response(request, 200, body)
+            return self.json_response(request, 200, body)
         if "machineTypes" in parts:
             zone = parts[parts.index("zones") + 1]
-            return self._response(request, 200, {"kind": "compute#machineTypeList", "items": self.machines.get(zone, [])})
+            return self.json_response(request, 200, {"kind": "compute#machineTypeList", "items": self.machines.get(zone, [])})
         if parts[-2] == "regions":
             region = self.regions.get(parts[-1])
             if region is None:
-                return self._response(request, 503, {"error": {"code": 503, "message": "Backend unavailable"}})
-            return self._response(request, 200, region)
-        return self._response(request, 404, {"error": {"code": 404, "message": url.path}})
-
-    @staticmethod
-    def _response(request, status: int, body: dict):
-        payload = json.dumps(body).encode()
-        response = requests.Response()
-        response.status_code = status
-        response.raw = urllib3.HTTPResponse(body=io.BytesIO(payload), status=status, preload_content=False)
-        response._content = payload
-        response.headers["Content-Type"] = "application/json"
-        response.url = request.url
-        response.request = request
-        return response
-
-    def close(self):
-        pass
+                return self.json_response(request, 503, {"error": {"code": 503, "message": "Backend unavailable"}})
+            return self.json_response(request, 200, region)
+        return self.json_response(request, 404, {"error": {"code": 404, "message": url.path}})
 
 
 def clients(fake: FakeGoogle) -> dict:

@@ -1,8 +1,7 @@
 """The placement optimizer on hand-checkable cases with known optima."""
 
-from dataclasses import replace
-
 import math
+from dataclasses import replace
 
 import pytest
 

@@ -3,7 +3,7 @@
 import pytest
 
 from gpu_supply import gpus
-from scheduler.throughput import (ModelShape, ProfileRow, ThroughputModel, estimated_kv_bytes_per_token,
+from scheduler.throughput import (ModelShape, ThroughputModel, estimated_kv_bytes_per_token,
                                   load_profiles, roofline_error, tensor_parallel_degree)
 
 
