@@ -393,7 +393,9 @@ def _print_refresh(report) -> None:
     columns = [("Provider", "left"), ("Region", "left"), ("Offers", "right"), ("New", "right"), ("Changed", "right"),
                ("Removed", "right"), ("Tries", "right"), ("Status", "left")]
     rows = [([row.provider, row.region, str(row.offers), str(row.new), str(row.changed), str(row.removed),
-              str(row.attempts), "ok" if not row.error else f"stale: {row.error}"], "yellow" if row.error else None)
+              str(row.attempts), f"stale: {row.error}" if row.error else
+              f"ok; {len(row.malformed)} malformed rows skipped, their offers keep their last price" if row.malformed
+              else "ok"], "yellow" if row.error or row.malformed else None)
             for row in report.regions]
     failed = sum(1 for row in report.regions if row.error)
     title = f"Refreshed {len(report.regions) - failed} of {len(report.regions)} regions"

@@ -138,17 +138,20 @@ class Store:
 
     def import_offers(self, offers: Iterable[Offer], source: str, kind: str, report: dict | None = None,
                       data_date: str | None = None, scopes: Iterable[Scope] | None = None,
-                      outcomes: Iterable[UnitOutcome] = ()) -> ImportSummary:
+                      outcomes: Iterable[UnitOutcome] = (),
+                      protected: Iterable[tuple[str, str, str, str]] = ()) -> ImportSummary:
         """Record one observation per offer, in one transaction.
 
         An import speaks for ``scopes`` (default: the (provider, offer source) pairs it contains):
         current offers in those scopes but absent from this import are recorded as withdrawn;
-        offers outside them (a region whose refresh failed) keep their last observation.
+        offers outside them (a region whose refresh failed) keep their last observation, and so do
+        ``protected`` ones, (provider, region, instance type, pricing) whose rows were malformed.
         ``outcomes`` update ``refresh_status`` in the same transaction.
         """
         offers = list({offer.key: offer for offer in offers}.values())
         explicit = scopes is not None
         scopes = set(scopes) if explicit else {(offer.provider, None, offer.source) for offer in offers}
+        protected = set(protected)
         observed_max = max((offer.observed_at for offer in offers), default=utcnow())
         with self.engine.begin() as connection:
             import_id = connection.execute(insert(CatalogImport).values(
@@ -211,6 +214,7 @@ class Store:
                          for offer_id, row in current.items()
                          if offer_id not in seen_ids and row["price_per_hour"] is not None
                          and any(_in_scope(scope, row["provider"], row["region"], row["source"]) for scope in scopes)
+                         and (row["provider"], row["region"], row["instance_type"], row["pricing"]) not in protected
                          and _utc(row["observed_at"]) <= _utc(observed_max)]
             for entry in withdrawn:
                 row = current[entry["offer_id"]]
@@ -252,7 +256,8 @@ class Store:
         rows = connection.execute(
             select(observation.c.offer_id, observation.c.id, observation.c.price_per_hour,
                    observation.c.available_nodes, observation.c.source, observation.c.observed_at,
-                   offer_table.c.provider, offer_table.c.region)
+                   offer_table.c.provider, offer_table.c.region, offer_table.c.instance_type,
+                   offer_table.c.pricing)
             .join(latest, (latest.c.offer_id == observation.c.offer_id)
                   & (latest.c.observed_at == observation.c.observed_at))
             .join(offer_table, offer_table.c.id == observation.c.offer_id)

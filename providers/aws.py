@@ -4,11 +4,13 @@ Per region: ``ec2.describe_instance_types`` (GPU types by ``GpuInfo``), the avai
 offering them (``describe_instance_type_offerings``), the latest Linux/UNIX spot price per zone
 (``describe_spot_price_history``), on-demand prices from the Pricing API (Linux, shared tenancy,
 ``marketoption=OnDemand`` only, so Capacity Block rows never pass as cheap on-demand), and the
-vCPU quotas of the P and G families (Service Quotas) turned into nodes per instance type.
+vCPU quotas of the P and G families (Service Quotas) turned into nodes per instance type, and
+the account's active capacity reservations and capacity blocks (committed capacity).
 
 One on-demand offer per type and region (the price is region-wide) and one spot offer at the
 cheapest zone's price, both carrying the family quota in nodes (a quota the family shares: an
-upper bound per type). A quota AWS does not report is unknown, not zero.
+upper bound per type). A quota AWS does not report is unknown, not zero. A price row that cannot
+be read is reported, and that type's last good offer stays current.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooM
               "RequestThrottled", "ServiceUnavailable", "InternalError", "InternalFailure"}
 
 # role -> boto3 service: the adapter asks for clients by role, so tests can fake each at the edge.
-ROLES = {"inventory": "ec2", "spot": "ec2", "pricing": "pricing", "quotas": "service-quotas"}
+ROLES = {"inventory": "ec2", "spot": "ec2", "reservations": "ec2", "pricing": "pricing", "quotas": "service-quotas"}
 ClientFactory = Callable[[str, str], object]  # (role, region) -> boto3 client
 
 
@@ -57,13 +59,19 @@ def _pages(client, operation: str, key: str, **params) -> Iterable[dict]:
             return
 
 
-def parse_price_list(items: Iterable[str]) -> dict[str, float]:
+def parse_price_list(items: Iterable[str], malformed: list[tuple[str, str]] | None = None) -> dict[str, float]:
     """On-demand USD per hour by instance type, from Pricing API ``PriceList`` JSON strings. Rows
-    that are not plain on-demand (Capacity Blocks, reservations) or have no USD price are left out."""
+    that are not plain on-demand (Capacity Blocks, reservations) are left out; rows that cannot be
+    read are added to ``malformed`` as (instance type or "", what)."""
     prices: dict[str, float] = {}
     for item in items:
-        product = json.loads(item)
-        attributes = product.get("product", {}).get("attributes", {})
+        try:
+            product = json.loads(item)
+            attributes = product["product"]["attributes"]
+        except (ValueError, KeyError, TypeError):
+            if malformed is not None:
+                malformed.append(("", "a PriceList row that is not a product"))
+            continue
         if attributes.get("marketoption", "OnDemand") != "OnDemand" or "instanceType" not in attributes:
             continue
         for term in product.get("terms", {}).get("OnDemand", {}).values():
@@ -71,6 +79,8 @@ def parse_price_list(items: Iterable[str]) -> dict[str, float]:
                 try:
                     price = float(dimension["pricePerUnit"]["USD"])
                 except (KeyError, TypeError, ValueError):
+                    if malformed is not None:
+                        malformed.append((attributes["instanceType"], f"on-demand price of {attributes['instanceType']}"))
                     continue
                 if price > 0 and dimension.get("unit", "Hrs") in ("Hrs", "Hours"):
                     type_name = attributes["instanceType"]
@@ -78,15 +88,19 @@ def parse_price_list(items: Iterable[str]) -> dict[str, float]:
     return prices
 
 
-def latest_spot_prices(history: Iterable[dict]) -> dict[str, tuple[float, str]]:
-    """Per instance type, the cheapest zone's latest spot price: (USD per hour, zone)."""
+def latest_spot_prices(history: Iterable[dict], malformed: list[tuple[str, str]] | None = None
+                       ) -> dict[str, tuple[float, str]]:
+    """Per instance type, the cheapest zone's latest spot price: (USD per hour, zone). Rows whose
+    price cannot be read are added to ``malformed`` as (instance type, what)."""
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     for row in history:
-        key = (row["InstanceType"], row["AvailabilityZone"])
-        moment = row["Timestamp"]
+        key = (row.get("InstanceType", "?"), row.get("AvailabilityZone", "?"))
+        moment = row.get("Timestamp")
         try:
             price = float(row["SpotPrice"])
         except (KeyError, TypeError, ValueError):
+            if malformed is not None:
+                malformed.append((key[0], f"spot price of {key[0]} in {key[1]}"))
             continue
         if price > 0 and (key not in latest or moment > latest[key][0]):
             latest[key] = (moment, price)
@@ -144,15 +158,19 @@ class AwsAdapter:
             inventory, "describe_instance_type_offerings", "InstanceTypeOfferings",
             LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": sorted(types)}])}
         types = {name: item for name, item in types.items() if name in offered}
+        malformed: list[tuple[str, str]] = []
         on_demand = parse_price_list(_pages(
             self._clients("pricing", PRICING_REGION), "get_products", "PriceList", ServiceCode="AmazonEC2",
             Filters=[{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in (
                 ("regionCode", region), ("operatingSystem", "Linux"), ("tenancy", "Shared"),
-                ("preInstalledSw", "NA"), ("capacitystatus", "Used"), ("marketoption", "OnDemand"))]))
+                ("preInstalledSw", "NA"), ("capacitystatus", "Used"), ("marketoption", "OnDemand"))]), malformed)
+        spot_malformed: list[tuple[str, str]] = []
         spot = latest_spot_prices(_pages(
             self._clients("spot", region), "describe_spot_price_history", "SpotPriceHistory",
             InstanceTypes=sorted(types), ProductDescriptions=["Linux/UNIX"],
-            StartTime=utcnow() - timedelta(hours=6)))
+            StartTime=utcnow() - timedelta(hours=6)), spot_malformed)
+        reservations = list(_pages(self._clients("reservations", region), "describe_capacity_reservations",
+                                   "CapacityReservations", Filters=[{"Name": "state", "Values": ["active"]}]))
         quotas = self._quotas(region)
         observed = utcnow()
         offers, unknown = [], set()
@@ -175,7 +193,12 @@ class AwsAdapter:
                 price, zone = spot[type_name]
                 offers.append(Offer(**shape, zone=zone, pricing=PricingModel.SPOT, price_per_hour=price,
                                     available_nodes=_nodes(quotas.get((family, PricingModel.SPOT)), vcpus)))
-        return RegionFetch(self.name, region, self.scopes(region), tuple(offers), unknown_gpus=tuple(sorted(unknown)))
+            offers.extend(_held(shape, reservations, type_name, on_demand.get(type_name), observed))
+        protected = {(name, PricingModel.ON_DEMAND.value) for name, _ in malformed if name}
+        protected |= {(name, PricingModel.SPOT.value) for name, _ in spot_malformed}
+        return RegionFetch(self.name, region, self.scopes(region), tuple(offers), unknown_gpus=tuple(sorted(unknown)),
+                           malformed=tuple(what for _, what in malformed + spot_malformed),
+                           protected=tuple(sorted(protected)))
 
     def _quotas(self, region: str) -> dict[tuple[str, PricingModel], float]:
         """vCPU quotas by (family, market); a quota AWS does not report is left out (unknown)."""
@@ -193,6 +216,23 @@ class AwsAdapter:
                 raise
             found[key] = float(response["Quota"]["Value"])
         return found
+
+
+def _held(shape: dict, reservations: list[dict], type_name: str, on_demand: float | None, observed) -> list[Offer]:
+    """Capacity reservations and capacity blocks the account holds for this type: committed capacity
+    (paid whether used or not, so zero marginal cost to the optimizer) with its unused instances."""
+    held = []
+    for reservation in reservations:
+        if reservation.get("InstanceType") != type_name or not reservation.get("AvailableInstanceCount"):
+            continue
+        end = reservation.get("EndDate")
+        hours_left = max(0.0, (end - observed).total_seconds() / 3600) if end else 0.0
+        kind = reservation.get("ReservationType", "default")
+        held.append(Offer(**{**shape, "instance_type": type_name, "source": f"{SOURCE}:{kind}"},
+                          zone=reservation.get("AvailabilityZone"), pricing=PricingModel.CONTRACT,
+                          price_per_hour=on_demand or 0.0, committed=True, min_term_hours=hours_left,
+                          available_nodes=int(reservation["AvailableInstanceCount"])))
+    return held
 
 
 def _nodes(quota_vcpus: float | None, vcpus: int | None) -> int | None:

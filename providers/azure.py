@@ -42,8 +42,10 @@ def _transient(error: BaseException) -> bool:
     return False
 
 
-def retail_prices(items: Iterable[dict]) -> dict[tuple[str, PricingModel], float]:
-    """(VM size, on-demand or spot) -> USD per hour, from Retail Prices API items."""
+def retail_prices(items: Iterable[dict], malformed: list[tuple[str, str]] | None = None
+                  ) -> dict[tuple[str, PricingModel], float]:
+    """(VM size, on-demand or spot) -> USD per hour, from Retail Prices API items; items whose price
+    cannot be read are added to ``malformed`` as (VM size, what)."""
     prices: dict[tuple[str, PricingModel], float] = {}
     for item in items:
         meter, product = item.get("meterName", ""), item.get("productName", "")
@@ -53,6 +55,8 @@ def retail_prices(items: Iterable[dict]) -> dict[tuple[str, PricingModel], float
         try:
             price = float(item["retailPrice"])
         except (KeyError, TypeError, ValueError):
+            if malformed is not None:
+                malformed.append((item.get("armSkuName", ""), f"retail price of {item.get('armSkuName', '?')} ({meter})"))
             continue
         if price <= 0 or not item.get("armSkuName"):
             continue
@@ -108,7 +112,7 @@ class AzureAdapter:
     def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
         return ((self.name, unit, None),)
 
-    def _prices(self, region: str) -> dict[tuple[str, PricingModel], float]:
+    def _prices(self, region: str, malformed: list[tuple[str, str]]) -> dict[tuple[str, PricingModel], float]:
         import httpx
 
         query = (f"serviceName eq 'Virtual Machines' and armRegionName eq '{region}' "
@@ -124,7 +128,7 @@ class AzureAdapter:
                 page, _ = retrying(get_page, is_transient=_transient)
                 items.extend(page.get("Items", []))
                 url, params = page.get("NextPageLink"), None
-        return retail_prices(items)
+        return retail_prices(items, malformed)
 
     def fetch(self, unit: str) -> RegionFetch:
         region = unit.lower()
@@ -133,7 +137,8 @@ class AzureAdapter:
                            is_transient=_transient)
         usages, _ = retrying(lambda: list(compute.usage.list(region)), is_transient=_transient)
         free_vcpus = {usage.name.value.lower(): max(0, usage.limit - usage.current_value) for usage in usages}
-        prices = self._prices(region)
+        malformed: list[tuple[str, str]] = []
+        prices = self._prices(region, malformed)
         observed = utcnow()
         offers, unknown = [], set()
         for sku in skus:
@@ -163,4 +168,6 @@ class AzureAdapter:
                 if (sku.name, pricing) in prices:
                     offers.append(Offer(**shape, pricing=pricing, price_per_hour=prices[(sku.name, pricing)],
                                         available_nodes=None if quota is None else int(quota // vcpus)))
-        return RegionFetch(self.name, region, self.scopes(region), tuple(offers), unknown_gpus=tuple(sorted(unknown)))
+        protected = {(name, pricing.value) for name, _ in malformed if name for pricing in PricingModel}
+        return RegionFetch(self.name, region, self.scopes(region), tuple(offers), unknown_gpus=tuple(sorted(unknown)),
+                           malformed=tuple(what for _, what in malformed), protected=tuple(sorted(protected)))

@@ -43,6 +43,9 @@ class RegionFetch:
     error: str | None = None
     attempts: int = 1
     unknown_gpus: tuple[str, ...] = ()  # supplier GPU names the registry does not know (offers kept raw)
+    malformed: tuple[str, ...] = ()  # rows that could not be read, with what they were about
+    # (instance type, pricing) whose rows were malformed: their last good offers stay current
+    protected: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:

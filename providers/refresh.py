@@ -31,6 +31,7 @@ class RegionReport:
     stale: bool = False
     error: str | None = None
     unknown_gpus: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)  # rows skipped; their offers kept their last price
 
 
 @dataclass
@@ -45,7 +46,8 @@ class RefreshReport:
 
     def rows(self) -> list[dict]:
         return [{"provider": r.provider, "region": r.region, "offers": r.offers, "new": r.new, "changed": r.changed,
-                 "removed": r.removed, "attempts": r.attempts, "stale": r.stale, "error": r.error or ""}
+                 "removed": r.removed, "attempts": r.attempts, "stale": r.stale, "error": r.error or "",
+                 "malformed": r.malformed}
                 for r in self.regions]
 
     def to_dict(self) -> dict:
@@ -92,13 +94,15 @@ def _record(adapter: Adapter, store: Store, fetches: list[RegionFetch], report: 
                                   report={"regions": [redact(fetch.unit) for fetch in good],
                                           "errors": {redact(fetch.unit): fetch.error for fetch in fetches
                                                      if not fetch.ok}},
-                                  scopes=scopes, outcomes=outcomes)
+                                  scopes=scopes, outcomes=outcomes,
+                                  protected=[(adapter.name, fetch.unit, instance_type, pricing) for fetch in good
+                                             for instance_type, pricing in fetch.protected])
     unknown = sorted({name for fetch in fetches for name in fetch.unknown_gpus})
     if unknown:
         report.unknown_gpus[adapter.name] = unknown
     for fetch in fetches:
         row = RegionReport(adapter.name, redact(fetch.unit), attempts=fetch.attempts, stale=not fetch.ok, error=fetch.error,
-                           unknown_gpus=list(fetch.unknown_gpus))
+                           unknown_gpus=list(fetch.unknown_gpus), malformed=list(fetch.malformed))
         for scope in fetch.scopes if fetch.ok else ():
             counts = summary.by_scope.get(scope, {})
             row.offers += counts.get("offers", 0)

@@ -56,7 +56,7 @@ class Clients:
         self.clients: dict[tuple[str, str], object] = {}
 
     def stub(self, role: str, region: str) -> Stubber:
-        service = {"spot": "ec2", "pricing": "pricing", "quotas": "service-quotas"}[role]
+        service = {"spot": "ec2", "reservations": "ec2", "pricing": "pricing", "quotas": "service-quotas"}[role]
         client = boto3.client(service, region_name=region)
         self.clients[(role, region)] = client
         self.stubs[(role, region)] = stubber = Stubber(client)
@@ -81,7 +81,7 @@ def stub_pricing(clients: Clients) -> None:
                          {"ServiceCode": "AmazonEC2", "Filters": ANY, "NextToken": "page-2"})
 
 
-def stub_region(clients: Clients, region: str, throttle_spot: bool = False) -> None:
+def stub_region(clients: Clients, region: str, throttle_spot: bool = False, g6e_spot: str = "bad") -> None:
     stub_pricing(clients)
     spot = clients.stub("spot", region)
     if throttle_spot:
@@ -89,8 +89,14 @@ def stub_region(clients: Clients, region: str, throttle_spot: bool = False) -> N
                               http_status_code=503)
     spot.add_response("describe_spot_price_history", {"SpotPriceHistory": [
         spot_row("p5.48xlarge", f"{region}a", "55.000000", 1), spot_row("p5.48xlarge", f"{region}a", "40.100000", 5),
-        spot_row("p5.48xlarge", f"{region}b", "35.000000", 4), spot_row("g6e.xlarge", f"{region}c", "bad", 4)]},
+        spot_row("p5.48xlarge", f"{region}b", "35.000000", 4), spot_row("g6e.xlarge", f"{region}c", g6e_spot, 4)]},
         {"InstanceTypes": ANY, "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY})
+    clients.stub("reservations", region).add_response("describe_capacity_reservations", {"CapacityReservations": [{
+        "CapacityReservationId": "cr-0123456789abcdef0", "InstanceType": "p5.48xlarge", "InstancePlatform": "Linux/UNIX",
+        "AvailabilityZone": f"{region}a", "Tenancy": "default", "TotalInstanceCount": 4, "AvailableInstanceCount": 2,
+        "State": "active", "ReservationType": "capacity-block",
+        "StartDate": datetime(2026, 11, 20, tzinfo=timezone.utc), "EndDate": datetime(2099, 1, 1, tzinfo=timezone.utc)}]},
+        {"Filters": [{"Name": "state", "Values": ["active"]}]})
     quotas = clients.stub("quotas", region)
     quotas.add_response("get_service_quota", quota("L-417A185B", 384), {"ServiceCode": "ec2", "QuotaCode": "L-417A185B"})
     quotas.add_response("get_service_quota", quota("L-DB2E81BA", 64), {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
@@ -124,8 +130,13 @@ def test_region_fetch_builds_offers_from_every_api():
     assert (spot.price_per_hour, spot.zone, spot.available_nodes) == (pytest.approx(35.0), "us-east-1b", None)
     g6e = offers[("g6e.xlarge", "on_demand")]
     assert (g6e.gpu, g6e.price_per_hour, g6e.available_nodes) == ("L40S", pytest.approx(1.861), 16)
-    assert ("g6e.xlarge", "spot") not in offers  # its only spot row was malformed
-    assert all(offer.source == "aws-api" for offer in fetch.offers)
+    assert ("g6e.xlarge", "spot") not in offers  # its only spot row was malformed...
+    assert fetch.malformed == ("spot price of g6e.xlarge in us-east-1c",)  # ...and is reported
+    assert fetch.protected == (("g6e.xlarge", "spot"),)
+    block = offers[("p5.48xlarge", "contract")]  # a capacity block the account holds
+    assert block.committed and block.available_nodes == 2 and block.zone == "us-east-1a"
+    assert block.source == "aws-api:capacity-block"
+    assert all(offer.source.startswith("aws-api") for offer in fetch.offers)
     for stubber in clients.stubs.values():
         stubber.assert_no_pending_responses()
 
@@ -141,7 +152,7 @@ def test_refresh_keeps_a_failed_regions_offers(seeded_db):
     assert not first.failed
     rows = {row.region: row for row in first.regions}
     # Live data speaks for the whole region: the snapshot's us-east-1 offers are withdrawn.
-    assert (rows["us-east-1"].offers, rows["us-east-1"].new) == (3, 3) and rows["us-east-1"].removed > 100
+    assert (rows["us-east-1"].offers, rows["us-east-1"].new) == (4, 4) and rows["us-east-1"].removed > 100
 
     clients = Clients()
     stub_region(clients, "us-east-1")
@@ -151,6 +162,7 @@ def test_refresh_keeps_a_failed_regions_offers(seeded_db):
         failing.add_client_error("describe_spot_price_history", service_error_code="RequestLimitExceeded",
                                  http_status_code=503)
     clients.stub("quotas", "us-west-2")
+    clients.stub("reservations", "us-west-2")
     second = refresh([AwsAdapter(clients=clients)], store, regions=["us-east-1", "us-west-2"], concurrency=1)
     rows = {row.region: row for row in second.regions}
     assert second.failed and rows["us-west-2"].stale and "RequestLimitExceeded" in rows["us-west-2"].error
@@ -164,6 +176,9 @@ def test_refresh_keeps_a_failed_regions_offers(seeded_db):
             if offer.source == "aws-api"]
     assert {(offer.instance_type, offer.pricing.value) for offer in live} == {
         ("p5.48xlarge", "on_demand"), ("p5.48xlarge", "spot"), ("g6e.xlarge", "on_demand")}
+    assert [offer.instance_type for offer in reader.offers(build_query(
+        providers=["aws"], regions=["us-west-2"], pricing=["contract"], known_providers=["aws"], fx=FxTable()),
+        FxTable())] == ["p5.48xlarge"]
     assert reader.stale_units() == [("aws", "us-west-2", None, rows["us-west-2"].error)]
 
 
@@ -184,6 +199,8 @@ def test_unknown_gpu_is_kept_raw_and_reported():
                          {"ServiceCode": "AmazonEC2", "Filters": ANY})
     clients.stub("spot", "eu-west-1").add_response("describe_spot_price_history", {"SpotPriceHistory": []},
                                                    {"InstanceTypes": ANY, "ProductDescriptions": ANY, "StartTime": ANY})
+    clients.stub("reservations", "eu-west-1").add_response("describe_capacity_reservations",
+                                                           {"CapacityReservations": []}, {"Filters": ANY})
     quotas = clients.stub("quotas", "eu-west-1")
     for code in ("L-417A185B", "L-DB2E81BA", "L-7212CCBC", "L-3819A6DF"):
         quotas.add_client_error("get_service_quota", service_error_code="AccessDeniedException",
@@ -206,3 +223,22 @@ def test_no_credentials_skips_aws_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(base.MissingCredentials, match="no AWS credentials"):
         AwsAdapter().regions(None)
+
+
+@mock_aws
+def test_a_malformed_price_row_keeps_that_offers_last_good_price(seeded_db):
+    store = open_store(seeded_db)
+    clients = Clients()
+    stub_region(clients, "us-east-1", g6e_spot="0.700000")
+    refresh([AwsAdapter(clients=clients)], store, regions=["us-east-1"])
+    clients = Clients()
+    stub_region(clients, "us-east-1", g6e_spot="n/a")
+    (row,) = refresh([AwsAdapter(clients=clients)], store, regions=["us-east-1"]).regions
+    assert row.malformed == ["spot price of g6e.xlarge in us-east-1c"] and row.removed == 0 and not row.stale
+    from pricing.fx import FxTable
+    from pricing.query import OfferReader, build_query
+
+    (kept,) = OfferReader(seeded_db).offers(build_query(providers=["aws"], regions=["us-east-1"], pricing=["spot"],
+                                                        gpus_per_node=["1"], known_providers=["aws"], fx=FxTable()),
+                                            FxTable())
+    assert (kept.instance_type, kept.price_per_hour) == ("g6e.xlarge", 0.7)

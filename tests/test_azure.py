@@ -121,10 +121,13 @@ def no_backoff(monkeypatch):
 def test_retail_prices_keep_linux_consumption_with_spot_by_meter():
     from gpu_supply.offer import PricingModel
 
-    assert retail_prices(PRICES) == {("Standard_NC40ads_H100_v5", PricingModel.ON_DEMAND): 6.98,
+    malformed = []
+    broken = {**price("Standard_ND96asr_v4", 0, "ND96asr v4 Spot"), "retailPrice": "n/a"}
+    assert retail_prices(PRICES + [broken], malformed) == {("Standard_NC40ads_H100_v5", PricingModel.ON_DEMAND): 6.98,
                                      ("Standard_NC40ads_H100_v5", PricingModel.SPOT): 2.10,
                                      ("Standard_ND96asr_v4", PricingModel.ON_DEMAND): 27.20,
                                      ("Standard_NG8ads_V620_v1", PricingModel.ON_DEMAND): 0.88}
+    assert malformed == [("Standard_ND96asr_v4", "retail price of Standard_ND96asr_v4 (ND96asr v4 Spot)")]
 
 
 def test_region_fetch_through_the_real_client():
