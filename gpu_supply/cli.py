@@ -394,7 +394,7 @@ def _print_refresh(report) -> None:
                ("Removed", "right"), ("Tries", "right"), ("Status", "left")]
     rows = [([row.provider, row.region, str(row.offers), str(row.new), str(row.changed), str(row.removed),
               str(row.attempts), f"stale: {row.error}" if row.error else
-              f"ok; {len(row.malformed)} malformed rows skipped, their offers keep their last price" if row.malformed
+              f"ok; {len(row.malformed)} malformed row(s) skipped, last prices kept" if row.malformed
               else "ok"], "yellow" if row.error or row.malformed else None)
             for row in report.regions]
     failed = sum(1 for row in report.regions if row.error)
