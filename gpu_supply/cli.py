@@ -334,10 +334,13 @@ def _print_plan(result) -> None:
         line = f"[bold]{explanation.workload}[/bold]: " + ("; ".join(explanation.chosen) or "nothing placed")
         if explanation.cheapest_rejected:
             line += f". Cheapest rejected: {explanation.cheapest_rejected} ({explanation.rejected_because})"
-        if explanation.saving_vs_single_type is not None:
+        saving = explanation.saving_vs_single_type
+        if saving is not None:
             line += (f". Versus the best single-GPU-type plan ({explanation.single_type_gpu}, "
-                     f"{_money(explanation.single_type_cost, currency, 0)}): saves "
-                     f"{_money(explanation.saving_vs_single_type, currency, 0)}")
+                     f"{_money(explanation.single_type_cost, currency, 0)}): " +
+                     (f"saves {_money(saving, currency, 0)}" if saving >= 0 else
+                      f"costs {_money(-saving, currency, 0)} more (that plan assumes the capacity other "
+                      f"workloads hold, or the fleet's solve stopped within its gap)"))
         stdout.print(line + ".", highlight=False)
     report = result.solver
     stdout.print(f"Solver {report.solver}: {report.status}, objective {report.objective}, bound {report.bound}, "
