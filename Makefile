@@ -24,6 +24,8 @@ demo: $(STAMP)
 	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply compare --gpu H100 --gpus 64 --months 3 --currency CNY --geo cn,apac
 	@echo; echo "== gpu-supply offers --min-gpu-memory 80 --geo eu --pricing on_demand --limit 10"
 	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply offers --min-gpu-memory 80 --geo eu --pricing on_demand --limit 10
+	@echo; echo "== gpu-supply refresh --provider idc --idc examples/idc-offers.yaml   (live refresh; clouds need credentials)"
+	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply refresh --provider idc --idc examples/idc-offers.yaml
 	@echo; echo "== gpu-supply plan examples/workloads.yaml"
 	@GPU_SUPPLY_DB=$(DEMO_DB) $(BIN)/gpu-supply plan examples/workloads.yaml
 
