@@ -405,6 +405,43 @@ def _print_refresh(report) -> None:
     _print_table(title, columns, rows, drop_first=["Tries", "Removed", "Changed", "New"])
 
 
+@app.command("ray-config")
+def ray_config_command(
+    plan_file: Annotated[Path, typer.Argument(help="A plan from `gpu-supply plan --format json`.")],
+    provider: Annotated[str, typer.Option("--provider", help="aws, gcp or azure.")],
+    region: Annotated[Optional[str], typer.Option("--region", help="The region (needed when the plan uses several).")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="GPU image: AMI id, GCP image, or Azure publisher:offer:sku:version.")] = None,
+    project: Annotated[Optional[str], typer.Option("--project", help="GCP project id.")] = None,
+    resource_group: Annotated[str, typer.Option("--resource-group", help="Azure resource group.")] = "gpu-supply",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write a Ray cluster-launcher config whose worker types are exactly the plan's offers at one supplier."""
+    import yaml
+
+    from scheduler.ray_config import launcher_config
+
+    try:
+        plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("PLAN", f"{plan_file} does not exist", "write one with `gpu-supply plan W.yaml --format json`") from None
+    except json.JSONDecodeError as exc:
+        raise UserError("PLAN", f"{plan_file} is not JSON ({exc.msg}, line {exc.lineno})",
+                        "use the output of `gpu-supply plan --format json`") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("placements"), list):
+        raise UserError("PLAN", f"{plan_file} has no 'placements' list", "use the output of `gpu-supply plan --format json`")
+    config = launcher_config(plan, provider, region=region, image=image, project=project, resource_group=resource_group)
+    text = "# Ray cluster-launcher config written by `gpu-supply ray-config` from " + plan_file.name + "\n" + \
+        yaml.safe_dump(config, sort_keys=False)
+    if output is None:
+        print(text, end="")
+        return
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(output)  # all or nothing
+    stderr.print(f"wrote {output} ({len(config['available_node_types']) - 1} worker types, "
+                 f"{config['max_workers']} nodes)")
+
+
 @app.command("gpus")
 def list_gpus(output: FormatOpt = OutputFormat.table) -> None:
     """The GPU registry: canonical names, specs and the aliases suppliers use."""
