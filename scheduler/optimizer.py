@@ -50,7 +50,7 @@ LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve)
 LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
-REWARD_QUANTILE = 0.9  # unit price the pricing LP's service reward is based on (see _reward)
+REWARD_QUANTILE = 0.99  # unit price the pricing LP's service reward is based on (see _reward)
 SERVE_SHARE = 0.35  # of the time left, for the whole-node service MIP when supply is short
 FINISH_SECONDS = (0.2, 0.0006)  # kept back from the time limit for assembling the plan: fixed + per workload
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
@@ -427,7 +427,7 @@ def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable)
 
 def _reward(workload: Workload, columns: Columns) -> float:
     """Objective reward for serving all of a workload in the pricing LP: ten times what serving it at a
-    dear unit price costs, by priority, so the LP serves before it saves. The 90th-percentile unit
+    dear unit price costs, by priority, so the LP serves before it saves. The 99th-percentile unit
     price, not the dearest, keeps the objective's range within what HiGHS solves reliably; where the
     LP under-serves because of that, the service MIP decides."""
     unit_prices = columns.cost / columns.units
