@@ -154,7 +154,7 @@ def offers(
     found = _fresh(reader.offers(query, fx_table), max_age)
     found.sort(key=lambda offer: (offer.price_per_gpu_hour_in(query.currency, fx_table), offer.key))
     shown = found[:limit] if limit else found
-    stale = _stale_errors(reader, shown)
+    stale = reader.stale_reasons(shown)
     if output is not OutputFormat.table:
         _emit_rows([{**offer_row(offer, query.currency, fx_table), "stale": offer.key in stale} for offer in shown],
                    output)
@@ -188,15 +188,6 @@ def _fresh(found: list, max_age: Optional[str]) -> list:
         stderr.print(f"[dim]{older:,} offers older than {max_age} left out (run `gpu-supply refresh`)[/dim]")
     return fresh
 
-
-def _stale_errors(reader, offers: list) -> dict[str, str]:
-    """Offer key -> why, for offers whose last refresh failed (they keep their last good price)."""
-    units = reader.stale_units()
-    if not units:
-        return {}
-    return {offer.key: f"{provider} {region or source}: {error}" for offer in offers
-            for provider, region, source, error in units
-            if offer.provider == provider and region in (None, offer.region) and source in (None, offer.source)}
 
 
 @app.command()

@@ -162,6 +162,14 @@ def parse_pricing(raw: str) -> PricingModel:
                         f"use one of {', '.join(model.value for model in PricingModel)}") from None
 
 
+# What an import or a refresh unit speaks for: (provider, region or None, offer source or None).
+Scope = tuple[str, "str | None", "str | None"]
+
+
+def in_scope(scope: Scope, provider: str, region: str, source: str) -> bool:
+    return scope[0] == provider and scope[1] in (None, region) and scope[2] in (None, source)
+
+
 _CURRENT_OFFERS_SQL = """
 SELECT o.provider, o.region, o.zone, o.instance_type, o.gpu, o.gpu_count, o.gpu_memory_gb, o.vcpus, o.ram_gb,
        o.interconnect, o.pricing, p.price_per_hour, o.currency, o.min_term_hours, p.available_nodes,
@@ -265,6 +273,13 @@ class OfferReader:
         except Exception:  # noqa: BLE001 - a store that was never refreshed has no such table yet
             return []
         return [tuple(row) for row in rows]
+
+    def stale_reasons(self, offers: list[Offer]) -> dict[str, str]:
+        """Offer key -> why, for offers whose last refresh failed (they keep their last good price)."""
+        units = self.stale_units()
+        return {offer.key: f"{provider} {region or source}: {error}" for offer in offers
+                for provider, region, source, error in units
+                if in_scope((provider, region, source), offer.provider, offer.region, offer.source)}
 
     def providers(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT DISTINCT provider FROM offer ORDER BY provider", {})]

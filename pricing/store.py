@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel, create_engine
 
 from gpu_supply.offer import Offer, utcnow
+from pricing.query import Scope, in_scope
 from pricing.snapshot import Snapshot, load_snapshot
 
 
@@ -92,9 +93,6 @@ _DESCRIPTIVE = ("region", "zone", "instance_type", "gpu_memory_gb", "vcpus", "ra
                 "min_term_hours", "lead_time_days", "committed")
 
 
-# What an import speaks for: (provider, region or None, offer source or None). Current offers
-# matching a scope but absent from the import are recorded as withdrawn.
-Scope = tuple[str, "str | None", "str | None"]
 
 
 @dataclass(frozen=True)
@@ -117,10 +115,6 @@ class ImportSummary:
     unchanged: int
     withdrawn: int
     by_scope: dict | None = None  # Scope -> {"offers", "new", "changed", "withdrawn"} when scopes were given
-
-
-def _in_scope(scope: Scope, provider: str, region: str, source: str) -> bool:
-    return scope[0] == provider and scope[1] in (None, region) and scope[2] in (None, source)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -200,7 +194,7 @@ class Store:
                     unchanged += 1
                     kind_of_change = None
                 for scope in scopes:
-                    if _in_scope(scope, offer.provider, offer.region, offer.source):
+                    if in_scope(scope, offer.provider, offer.region, offer.source):
                         counts[scope]["offers"] += 1
                         if kind_of_change:
                             counts[scope][kind_of_change] += 1
@@ -213,13 +207,13 @@ class Store:
                           "price_per_hour": None, "available_nodes": None, "source": row["source"]}
                          for offer_id, row in current.items()
                          if offer_id not in seen_ids and row["price_per_hour"] is not None
-                         and any(_in_scope(scope, row["provider"], row["region"], row["source"]) for scope in scopes)
+                         and any(in_scope(scope, row["provider"], row["region"], row["source"]) for scope in scopes)
                          and (row["provider"], row["region"], row["instance_type"], row["pricing"]) not in protected
                          and _utc(row["observed_at"]) <= _utc(observed_max)]
             for entry in withdrawn:
                 row = current[entry["offer_id"]]
                 for scope in scopes:
-                    if _in_scope(scope, row["provider"], row["region"], row["source"]):
+                    if in_scope(scope, row["provider"], row["region"], row["source"]):
                         counts[scope]["withdrawn"] += 1
             if observations or withdrawn:
                 connection.execute(insert(PriceObservation), observations + withdrawn)

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from gpu_supply import gpus
 from gpu_supply.offer import Offer, PricingModel, utcnow
+from pricing.query import Scope
 from providers.base import MissingCredentials, RegionFetch, retrying
 
 SOURCE = "aws-api"
@@ -142,7 +143,7 @@ class AwsAdapter:
         return sorted(region["RegionName"] for region in response["Regions"]
                       if region.get("OptInStatus") != "not-opted-in")
 
-    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    def scopes(self, unit: str) -> tuple[Scope, ...]:
         return ((self.name, unit, None),)
 
     def fetch(self, unit: str) -> RegionFetch:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from gpu_supply import gpus
 from gpu_supply.offer import Offer, PricingModel, utcnow
+from pricing.query import Scope
 from providers.base import MissingCredentials, RegionFetch, TransientError, retrying
 
 SOURCE = "azure-api"
@@ -109,7 +110,7 @@ class AzureAdapter:
         return sorted({location.lower() for sku in skus if sku.resource_type == "virtualMachines"
                        and _capabilities(sku).get("GPUs") for location in sku.locations or []})
 
-    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    def scopes(self, unit: str) -> tuple[Scope, ...]:
         return ((self.name, unit, None),)
 
     def _prices(self, region: str, malformed: list[tuple[str, str]]) -> dict[tuple[str, PricingModel], float]:

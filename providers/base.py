@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from gpu_supply.offer import Offer
+from pricing.query import Scope
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ class RegionFetch:
 
     provider: str
     unit: str
-    scopes: tuple[tuple[str, str | None, str | None], ...]
+    scopes: tuple[Scope, ...]
     offers: tuple[Offer, ...] = ()
     error: str | None = None
     attempts: int = 1
@@ -58,7 +59,7 @@ class Adapter(Protocol):
     def regions(self, wanted: Sequence[str] | None) -> list[str]:
         """Units to fetch (all when ``wanted`` is None); raises MissingCredentials."""
 
-    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    def scopes(self, unit: str) -> tuple[Scope, ...]:
         """What a unit's fetch speaks for in the store: (provider, region or None, source or None)."""
 
     def fetch(self, unit: str) -> RegionFetch:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from gpu_supply import gpus
 from gpu_supply.offer import Offer, PricingModel, utcnow
+from pricing.query import Scope
 from providers.base import MissingCredentials, RegionFetch, retrying
 
 SOURCE = "gcp-api"
@@ -115,7 +116,7 @@ class GcpAdapter:
                             is_transient=_transient)
         return sorted(found)
 
-    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    def scopes(self, unit: str) -> tuple[Scope, ...]:
         return ((self.name, unit, None),)
 
     def _catalog(self) -> dict:

@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from gpu_supply import gpus
 from gpu_supply.errors import UserError
 from gpu_supply.offer import HOURS_PER_MONTH, Offer, PricingModel, utcnow
+from pricing.query import Scope
+from providers.base import MissingCredentials, RegionFetch, retrying
 
 FORMAT = "gpu-supply-idc/1"
 
@@ -210,8 +212,6 @@ class IdcFeeds:
         self._sleep = sleep
 
     def regions(self, wanted: Iterable[str] | None) -> list[str]:
-        from providers.base import MissingCredentials
-
         if not self.locations:
             raise MissingCredentials("no IDC feeds configured (give --idc PATH|URL, or [idc] feeds in the config)")
         units: list[str] = []
@@ -223,7 +223,7 @@ class IdcFeeds:
                 units.append(location)  # a missing file fails its own fetch (stale), not the refresh
         return units
 
-    def scopes(self, unit: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    def scopes(self, unit: str) -> tuple[Scope, ...]:
         return ((self.name, None, _feed_name_and_source(unit)[1]),)
 
     def _read(self, unit: str) -> str:
@@ -237,8 +237,6 @@ class IdcFeeds:
             return response.text
 
     def fetch(self, unit: str):
-        from providers.base import RegionFetch, retrying
-
         extra = {"sleep": self._sleep} if self._sleep else {}
         text, attempts = retrying(lambda: self._read(unit), is_transient=_transient, **extra)
         name, source = _feed_name_and_source(unit)

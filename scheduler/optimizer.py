@@ -91,8 +91,8 @@ class _Result:
     def value(self, variable: mathopt.Variable) -> float:
         return float(self.values[variable.id]) if variable.id < len(self.values) else 0.0
 
-    def dual(self, constraint: mathopt.LinearConstraint | None) -> float:
-        return float(self.duals[constraint.id]) if constraint is not None and constraint.id < len(self.duals) else 0.0
+    def dual(self, constraint: mathopt.LinearConstraint) -> float:
+        return float(self.duals[constraint.id]) if constraint.id < len(self.duals) else 0.0
 
 
 def _dense(vector) -> np.ndarray:
@@ -251,11 +251,10 @@ class _Model:
         """Reduced cost c - A'y of every column of workload ``index`` under the LP's duals."""
         workload, columns = self.workloads[index], self.columns[index]
         units = columns.units / workload.demand_units  # rows are in fractions of demand
-        reduced = columns.weight.astype(float) \
-            - units * result.dual(self.cover[index])
+        reduced = columns.weight.astype(float) - units * result.dual(self.cover[index])
         if index in self.share:
             on_demand = np.where(columns.spot, 0.0, 1.0)
-            reduced -= result.dual(self.share.get(index)) * (on_demand - workload.min_on_demand_share) * units
+            reduced -= result.dual(self.share[index]) * (on_demand - workload.min_on_demand_share) * units
         if workload.spread.count:
             mine = group_duals.get(index, {})
             reduced -= units * np.array([mine.get(key, 0.0) for key in self.groups_of(index)])
@@ -581,6 +580,9 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
         return {}
     rounding = _Rounding(model)
     fallback_covered = _coverage(model, fallback)
+    fallback_nodes: dict[int, dict[int, int]] = defaultdict(dict)
+    for (index, position), nodes in fallback.items():
+        fallback_nodes[index][position] = nodes
     by_workload: dict[int, list[tuple[int, mathopt.Variable]]] = defaultdict(list)
     for (index, position), variable in model.x.items():
         by_workload[index].append((position, variable))
@@ -597,12 +599,12 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
                 flow[groups[position]] += lp.value(variable) * float(model.columns[index].units[position])
             if needed < 1e-6 or not rounding.complete_spread(index, flow):
                 rounding.release(index)
-                rounding.restore(index, fallback)
+                rounding.restore(index, fallback_nodes[index])
         else:
             rounding.refill(index, needed)
             if rounding.covered[index] < needed - 1e-6 and fallback_covered[index] > rounding.covered[index]:
                 rounding.release(index)  # rounding fell short where the fallback did not: take its nodes
-                if not rounding.restore(index, fallback):
+                if not rounding.restore(index, fallback_nodes[index]):
                     rounding.refill(index, needed)
         rounding.trim(index, needed)
     return _drop_broken(model, rounding.assignment)
@@ -720,11 +722,10 @@ class _Rounding:
             self.free[int(self.model.columns[index].supply[position])] += nodes
         self.covered[index] = 0.0
 
-    def restore(self, index: int, assignment: dict[tuple[int, int], int]) -> bool:
-        """This workload's nodes in ``assignment``, if every one of them still fits (else none)."""
-        mine = [(key, nodes) for key, nodes in assignment.items() if key[0] == index]
-        if all(self.take(index, key[1], nodes) == nodes for key, nodes in mine):
-            return bool(mine)
+    def restore(self, index: int, nodes_by_column: dict[int, int]) -> bool:
+        """These nodes of this workload, if every one of them still fits (else none)."""
+        if all(self.take(index, position, nodes) == nodes for position, nodes in nodes_by_column.items()):
+            return bool(nodes_by_column)
         self.release(index)
         return False
 
