@@ -88,3 +88,15 @@ class FakeHttpAdapter:
 
     def close(self):
         pass
+
+
+def fleet(*specs):
+    """Workloads from spec dicts (the YAML schema), validated."""
+    from scheduler.workloads import parse_workloads
+
+    return parse_workloads({"workloads": list(specs)})
+
+
+def replicas(name, count, **extra):
+    """A fixed-shape workload spec: ``count`` one-GPU replicas for one hour."""
+    return {"name": name, "demand": {"replicas": count, "gpus_per_replica": 1}, "hours": 1, **extra}

@@ -2,22 +2,14 @@
 
 import pytest
 
-from conftest import make_offer
+from conftest import fleet, make_offer, replicas
 from gpu_supply.errors import UserError
 from gpu_supply.offer import PricingModel
 from pricing import api, economics
 from pricing.fx import FxTable
 from scheduler import planning
 from scheduler.optimizer import PlanOptions
-from scheduler.workloads import parse_workloads
 
-
-def fleet(*specs):
-    return parse_workloads({"workloads": list(specs)})
-
-
-def replicas(name, count, **extra):
-    return {"name": name, "demand": {"replicas": count, "gpus_per_replica": 1}, "hours": 1, **extra}
 
 
 def test_break_even_is_the_price_ratio():

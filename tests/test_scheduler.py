@@ -5,19 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import make_offer
+from conftest import fleet, make_offer, replicas
 from gpu_supply.errors import UserError
 from gpu_supply.offer import HOURS_PER_MONTH, PricingModel
 from scheduler.optimizer import PlanOptions, plan
-from scheduler.workloads import parse_workloads
 
-
-def fleet(*specs):
-    return parse_workloads({"workloads": list(specs)})
-
-
-def replicas(name, count, **extra):
-    return {"name": name, "demand": {"replicas": count, "gpus_per_replica": 1}, "hours": 1, **extra}
 
 
 def nodes_by(result):
