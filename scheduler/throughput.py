@@ -28,8 +28,13 @@ from gpu_supply.gpus import GpuSpec
 MEMORY_UTILIZATION = 0.90
 # KV headroom a replica must have besides its weights, in full-length sequences (a useful batch).
 MIN_CONCURRENT_SEQUENCES = 32
-# Achieved fraction of HBM bandwidth in decode (static KV cache and CUDA graphs reach ~60% on H100).
-BANDWIDTH_EFFICIENCY = 0.60
+# Decode-step calibration, fitted to the built-in runtime's H100 profiles (scheduler/data/profiles.csv,
+# 1B/8B/32B-class at batch 1-64; every row within 10 %, see tests/test_throughput.py):
+# weights and KV stream at this fraction of the datasheet bandwidth (the measured copy bandwidth is
+# 0.90 of it), plus a fixed cost per step for the ~20 small kernels of each layer, which grows with
+# depth (about the square root of the size: 16 layers at 1B, 32 at 8B, 64 at 32B).
+BANDWIDTH_EFFICIENCY = 0.91
+STEP_OVERHEAD_S_PER_SQRT_B = 1.1e-3
 # Achieved fraction of dense BF16 FLOPS (model FLOPs utilisation) in prefill and compute-bound decode.
 COMPUTE_EFFICIENCY = 0.50
 # Throughput kept per doubling of the tensor-parallel degree (all-reduce cost): NVLink/Infinity
@@ -145,11 +150,16 @@ class _Hardware:
                    tp * gpu.bf16_tflops * 1e12 * COMPUTE_EFFICIENCY * scaling)
 
 
+def _step_overhead_seconds(shape: ModelShape) -> float:
+    return STEP_OVERHEAD_S_PER_SQRT_B * math.sqrt(shape.params_b)
+
+
 def _decode_step_seconds(shape: ModelShape, hardware: _Hardware, batch: int) -> float:
-    """One decode step: weights once plus every sequence's average KV, or the FLOPs, whichever is slower."""
+    """One decode step: weights once plus every sequence's average KV, or the FLOPs, whichever is
+    slower, plus the step's fixed overhead."""
     kv_read = shape.kv_bytes_per_token * (shape.input_tokens + shape.output_tokens / 2)
     return max((shape.weight_bytes + batch * kv_read) / hardware.bandwidth,
-               batch * 2 * shape.params_b * 1e9 / hardware.flops)
+               batch * 2 * shape.params_b * 1e9 / hardware.flops) + _step_overhead_seconds(shape)
 
 
 def _roofline(shape: ModelShape, gpu: GpuSpec, tp: int) -> ReplicaThroughput | None:
@@ -158,7 +168,7 @@ def _roofline(shape: ModelShape, gpu: GpuSpec, tp: int) -> ReplicaThroughput | N
     batch = min(int(kv_budget // shape.sequence_kv_bytes), MAX_BATCH)
     if shape.tpot_ms is not None:  # the step time grows with the batch: largest batch within the SLO
         kv_read = shape.kv_bytes_per_token * (shape.input_tokens + shape.output_tokens / 2)
-        budget = shape.tpot_ms / 1000
+        budget = shape.tpot_ms / 1000 - _step_overhead_seconds(shape)
         by_bandwidth = (budget * hardware.bandwidth - shape.weight_bytes) / kv_read
         by_compute = budget * hardware.flops / (2 * shape.params_b * 1e9)
         batch = min(batch, math.floor(min(by_bandwidth, by_compute)))
@@ -177,6 +187,9 @@ def _from_profiles(shape: ModelShape, gpu: str, tp: int, dtype: str,
                and (shape.tpot_ms is None or row.tpot_ms <= shape.tpot_ms)]
     if not matches:
         return None
+    # Rows measured at the prompt length nearest the workload's (longer prompts, more KV per step).
+    nearest = min(abs(math.log(row.input_tokens / shape.input_tokens)) for row in matches)
+    matches = [row for row in matches if abs(math.log(row.input_tokens / shape.input_tokens)) == nearest]
     best = max(matches, key=lambda row: row.decode_tokens_per_s)
     seconds = 1 / best.decode_tokens_per_s + (shape.input_tokens / shape.output_tokens) / best.prefill_tokens_per_s
     return ReplicaThroughput(tp, 1 / seconds, best.batch, best.tpot_ms, "profile")

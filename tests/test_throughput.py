@@ -61,3 +61,26 @@ def test_profile_table_needs_its_columns(tmp_path):
     path.write_text("model,gpu\nx,H100\n")
     with pytest.raises(UserError, match="lacks columns"):
         load_profiles(path)
+
+
+def test_the_calibrated_roofline_is_within_20_percent_of_every_committed_h100_profile():
+    from scheduler.throughput import DEFAULT_PROFILES
+
+    rows = load_profiles(DEFAULT_PROFILES)
+    assert {row.gpu for row in rows} == {"H100"} and len({row.model for row in rows}) >= 3
+    errors = roofline_error(rows, {"H100": gpus.spec("H100")})
+    assert len(errors) == len(rows)
+    worst = max(abs(error) for _, error in errors)
+    assert worst <= 0.20, [(row.model, row.batch, row.input_tokens, f"{error:+.0%}") for row, error in errors]
+
+
+def test_profiles_are_matched_at_the_nearest_prompt_length(tmp_path):
+    path = tmp_path / "profiles.csv"
+    header = ("model,params_b,dtype,gpu,tp,batch,input_tokens,output_tokens,prefill_tokens_per_s,"
+              "decode_tokens_per_s,tpot_ms,engine,engine_version,hardware,measured_at\n")
+    path.write_text(header + "m,8,bf16,H100,1,8,512,128,30000,1000,8,static,v,h,2026-11-23\n"
+                             "m,8,bf16,H100,1,8,4096,128,30000,700,11,static,v,h,2026-11-23\n")
+    model = ThroughputModel(load_profiles(path))
+    short, long = (ModelShape("m", 8, 2.0, 131072, length, 256, None) for length in (600, 3000))
+    assert model.replica(short, gpus.spec("H100"), "bf16").tpot_ms == 8
+    assert model.replica(long, gpus.spec("H100"), "bf16").tpot_ms == 11

@@ -1,0 +1,50 @@
+"""The profiler on the CPU with a tiny model: rows the throughput model reads, and clear errors."""
+
+import pytest
+
+pytest.importorskip("torch")
+
+from scheduler import engine, profiler  # noqa: E402
+from scheduler.throughput import PROFILE_COLUMNS, load_profiles  # noqa: E402
+
+
+def tiny_request(**overrides):
+    values = dict(arch=engine.MODELS["tiny-llama"], batches=(1, 2), input_tokens=(8, 16), output_tokens=4,
+                  device="cpu")
+    return profiler.ProfileRequest(**(values | overrides))
+
+
+@pytest.mark.parametrize("engine_name", ["static", "eager"])
+def test_profile_rows_land_in_the_table_the_optimizer_reads(tmp_path, engine_name):
+    rows = profiler.profile(tiny_request(engine=engine_name))
+    assert [(row["batch"], row["input_tokens"]) for row in rows] == [(1, 8), (2, 8), (1, 16), (2, 16)]
+    for row in rows:
+        assert set(PROFILE_COLUMNS) <= set(row) and row["gpu"] == "CPU" and row["engine"] == engine_name
+        assert row["decode_tokens_per_s"] > 0 and row["prefill_tokens_per_s"] > 0 and row["tpot_ms"] > 0
+        assert "torch" in row["engine_version"] and 0 < row["roofline_fraction"]
+    table = tmp_path / "profiles.csv"
+    profiler.append_profiles(table, rows)
+    profiler.append_profiles(table, rows[:1])
+    assert table.read_text().count("model,params_b") == 1  # the header once
+    loaded = load_profiles(table)
+    assert len(loaded) == 5 and loaded[0].model == "tiny-llama" and loaded[0].decode_tokens_per_s > 0
+
+
+def test_python_m_entry_point_appends_rows(tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    code = profiler.main(["--model", "tiny-llama", "--device", "cpu", "--batch", "1", "--input-tokens", "8",
+                          "--output-tokens", "3", "--out", str(out)])
+    assert code == 0 and "appended 1 rows" in capsys.readouterr().out
+    assert len(load_profiles(out)) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "tiny-llama", "--device", "cpu", "--gpu", "H100"], "gpu: this machine has CPU, not H100"),
+    (["--model", "tiny-llama", "--batch", "1,x"], "batch: '1,x' is not a comma-separated list of integers"),
+    (["--model", "tiny-llama", "--batch", "0"], "batch: batch sizes must be positive"),
+    (["--params-b", "0"], "params-b"),
+])
+def test_bad_requests_exit_2_with_one_line(args, message, capsys):
+    assert profiler.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
