@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -274,6 +275,39 @@ def plan_command(
     output: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
 ) -> None:
     """Place workloads on the cheapest feasible offers (OR-Tools), by priority when supply is short."""
+    result = _make_plan(workloads, offers_csv, time_limit, solver, unknown_capacity, profiles, currency, fx).plan
+    if output is PlanFormat.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        return
+    _print_plan(result)
+
+
+@dataclass
+class _Planned:
+    """A plan with what made it, so a run can re-plan part of it on what supply remains."""
+
+    fleet: list
+    supply: list
+    options: object
+    fx: object
+    profiles: list | None
+    plan: object
+
+    def replan(self, workload, replicas: int, gpus_per_replica: int, exclude: set) -> list:
+        """Placements for ``replicas`` more replicas of ``workload``, on supply outside ``exclude``
+        ((provider, region, instance type, pricing) of offers lost)."""
+        from scheduler.optimizer import plan
+        from scheduler.workloads import Demand
+
+        supply = [o for o in self.supply if (o.provider, o.region, o.instance_type, o.pricing) not in exclude]
+        demand = Demand(replicas=replicas, gpus_per_replica=gpus_per_replica)
+        result = plan([workload.model_copy(update={"demand": demand})], supply, options=self.options, fx=self.fx,
+                      profiles=self.profiles)
+        return list(result.placements)
+
+
+def _make_plan(workloads: Path, offers_csv: Path | None, time_limit: float, solver: str,
+               unknown_capacity: int | None, profiles: Path | None, currency: str, fx: Path | None) -> _Planned:
     from pricing.fx import load_fx
     from scheduler.optimizer import PlanOptions, plan
     from scheduler.throughput import DEFAULT_PROFILES, load_profiles
@@ -295,14 +329,11 @@ def plan_command(
 
         supply = OfferReader(settings.database_url()).offers(OfferQuery(), fx_table)
     profile_path = profiles or (DEFAULT_PROFILES if DEFAULT_PROFILES.exists() else None)
+    profile_rows = load_profiles(profile_path) if profile_path else None
     options = PlanOptions(time_limit_s=time_limit, solver=solver.lower(), unknown_capacity=unknown_capacity,
                           currency=currency.upper())
-    result = plan(fleet, supply, options=options, fx=fx_table,
-                  profiles=load_profiles(profile_path) if profile_path else None)
-    if output is PlanFormat.json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-        return
-    _print_plan(result)
+    result = plan(fleet, supply, options=options, fx=fx_table, profiles=profile_rows)
+    return _Planned(fleet, supply, options, fx_table, profile_rows, result)
 
 
 def _print_plan(result) -> None:
@@ -394,6 +425,56 @@ def _print_refresh(report) -> None:
     failed = sum(1 for row in report.regions if row.error)
     title = f"Refreshed {len(report.regions) - failed} of {len(report.regions)} regions"
     _print_table(title, columns, rows, drop_first=["Tries", "Removed", "Changed", "New"])
+
+
+@app.command("run")
+def run_command(
+    workloads: Annotated[Path, typer.Argument(help="Workload spec YAML with jobs (docs/workloads.md).")],
+    offers_csv: Annotated[Optional[Path], typer.Option("--offers", help="Plan against this offers CSV instead of the store.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Start a local multi-node Ray cluster standing in for the plan's nodes.")] = False,
+    address: Annotated[Optional[str], typer.Option("--address", help="Use this Ray cluster (HEAD:6379 or ray://...).")] = None,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit, seconds.")] = 30.0,
+    output: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
+) -> None:
+    """Plan, then run each workload's job on its placements' nodes (Ray). Re-running an unchanged plan
+    resumes or reports the run it already has; it never launches twice."""
+    if local == (address is not None):
+        raise UserError("--local/--address", "give exactly one", "--local for a laptop stand-in, --address for a cluster")
+    planned = _make_plan(workloads, offers_csv, time_limit, "highs", None, None, "USD", None)
+    jobs_fleet = sorted((w for w in planned.fleet if w.job is not None), key=lambda w: -w.priority)
+    if not jobs_fleet:
+        raise UserError("job", f"no workload in {workloads} has a job", "add job: {kind: batch, ...} (docs/workloads.md)")
+    from scheduler.runs import run_plan
+
+    report = run_plan(planned, jobs_fleet, workloads.parent, local=local, address=address,
+                      console=stderr if output is PlanFormat.table else None)
+    if output is PlanFormat.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_runs(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_runs(report) -> None:
+    columns = [("Workload", "left"), ("Slot", "right"), ("Try", "right"), ("Provider", "left"), ("Region", "left"),
+               ("Offer", "left"), ("Market", "left"), ("Node", "left"), ("State", "left"), ("Cost so far", "right")]
+    styles = {"failed": "red", "preempted": "yellow"}
+    rows = [([r["workload"], str(r["slot"]), str(r["attempt"]), r["provider"], r["region"], r["instance_type"],
+              r["market"], (r["node_id"] or "-")[:8], r["state"], f"${r['cost_so_far']:.6f}"], styles.get(r["state"]))
+            for r in report.replica_rows()]
+    _print_table(f"Run {report.revision}: what ran where", columns, rows, drop_first=["Try", "Region", "Node"])
+    for run in report.runs:
+        line = (f"[bold]{run.workload}[/bold] ({run.kind}): {run.state}, {run.answered} answered"
+                + (f", {run.already_done} already done" if run.already_done else "") + f" of {run.items}")
+        if run.lost_replicas:
+            line += f"; {run.lost_replicas} replica(s) lost and replaced"
+        if run.replans:
+            line += f"; re-planned {run.replans}x"
+        line += f"; {run.seconds:.1f} s; ${run.cost:.6f}" + (f"; output {run.output}" if run.output else "")
+        if run.error:
+            line += f"; [red]{run.error}[/red]"
+        stdout.print(line)
 
 
 @app.command("ray-config")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from gpu_supply.errors import UserError
+from scheduler.cluster import node_labels
 
-LABEL_PREFIX = "gpu-supply/"
 # Head nodes: CPU only, they schedule and do not serve.
 HEAD_INSTANCE = {"aws": "m6i.2xlarge", "gcp": "n2-standard-8", "azure": "Standard_D8s_v5"}
 # Images with CUDA drivers; AWS AMIs are per region, so other regions need --image.
@@ -95,17 +95,12 @@ def launcher_config(plan: dict, provider: str, *, region: str | None = None, ima
     zones = sorted({zone for entry in grouped.values() for zone in entry["zones"]})
     chosen_image = _image(provider, region, image)
     node_types = {"head": {"resources": {"CPU": 0},
-                           "labels": {f"{LABEL_PREFIX}provider": provider, f"{LABEL_PREFIX}region": region,
-                                      f"{LABEL_PREFIX}market": "on_demand"},
+                           "labels": node_labels(provider, region, market="on_demand"),
                            "node_config": _node_config(provider, HEAD_INSTANCE[provider], "on_demand", None,
                                                        chosen_image)}}
     for (instance_type, market), entry in sorted(grouped.items()):
         zone = sorted(entry["zones"])[0] if len(entry["zones"]) == 1 else None
-        labels = {f"{LABEL_PREFIX}provider": provider, f"{LABEL_PREFIX}region": region,
-                  f"{LABEL_PREFIX}gpu": entry["gpu"], f"{LABEL_PREFIX}market": market,
-                  f"{LABEL_PREFIX}offer": instance_type}
-        if zone:
-            labels[f"{LABEL_PREFIX}zone"] = zone
+        labels = node_labels(provider, region, entry["gpu"], market, instance_type, zone)
         node_types[_node_type_name(instance_type, market)] = {
             "min_workers": entry["nodes"], "max_workers": entry["nodes"],
             "resources": {"GPU": entry["gpu_count"], f"accelerator_type:{entry['gpu']}": entry["gpu_count"]},

@@ -134,6 +134,37 @@ class SpotPolicy(StrEnum):
     PREFERRED = "preferred"
 
 
+class JobKind(StrEnum):
+    BATCH = "batch"
+    SERVE = "serve"
+
+
+class Job(_Strict):
+    """What ``gpu-supply run`` executes on the placed replicas (docs/workloads.md, "Jobs").
+
+    ``batch``: every line of ``input`` (JSONL, ``{"id": ..., "prompt": ...}``) answered exactly once
+    into ``output``; ``serve``: replicas behind ``POST <route>/generate`` with ``GET <route>/health``.
+    Relative paths are relative to the workload file.
+    """
+
+    kind: JobKind
+    input: str | None = Field(default=None, min_length=1)
+    output: str | None = Field(default=None, min_length=1)
+    max_new_tokens: int = Field(default=64, ge=1, le=8192)
+    batch_size: int = Field(default=8, ge=1, le=1024, description="prompts per request to a replica")
+    route: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]*$")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Job:
+        if self.kind is JobKind.BATCH and (self.input is None or self.output is None):
+            raise ValueError("a batch job needs input and output (JSONL files)")
+        if self.kind is JobKind.SERVE and (self.input is not None or self.output is not None):
+            raise ValueError("a serve job takes no input or output; requests come over HTTP")
+        if self.kind is JobKind.BATCH and self.route is not None:
+            raise ValueError("route is for serve jobs")
+        return self
+
+
 class Workload(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     model: ModelSpec | None = None
@@ -147,11 +178,14 @@ class Workload(_Strict):
     spread: Spread = Spread()
     priority: int = Field(default=1, ge=1, le=1000)
     hours: float = Field(default=720.0, gt=0, le=87600)
+    job: Job | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Workload:
         if self.demand.tokens_per_s is not None and self.model is None:
             raise ValueError("a tokens_per_s demand needs a model to estimate throughput")
+        if self.job is not None and self.model is None:
+            raise ValueError("a job needs a model to run")
         if self.spot is SpotPolicy.NEVER and self.min_on_demand_share not in (0.0, 1.0):
             raise ValueError("min_on_demand_share has no effect with spot: never")
         overlap = set(self.gpus.allow) & set(self.gpus.deny)

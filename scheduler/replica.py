@@ -1,0 +1,81 @@
+"""One inference replica: a model on this node's GPU (or CPU), answering batches of prompts.
+
+Ray-free, so it runs the same inside a Ray actor (``executor.py``), behind Ray Serve, and
+directly (tests). The engine is the built-in
+static-cache runtime (``engine.py``); models come from ``engine.MODELS`` or a size, with random
+weights and the in-process tokenizer, so no replica ever downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler import engine
+
+# Cache length of a replica's decoder: prompt plus completion, in tokens (longer prompts are cut
+# from the left, keeping their end).
+MAX_LEN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """What a replica loads: the model (by name or size), dtype, and its request limits."""
+
+    model: str
+    params_b: float
+    dtype: str = "bf16"
+    max_batch: int = 8
+    max_new_tokens: int = 64
+    threads: int | None = None  # CPU threads when there is no GPU (None: torch's default)
+
+    def arch(self) -> engine.ModelArch:
+        if self.model in engine.MODELS:
+            return engine.MODELS[self.model]
+        return engine.model_arch(params_b=self.params_b)
+
+
+class InferenceRunner:
+    """Loads the model once; ``generate`` answers a list of ``(id, prompt)`` with completions."""
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        import torch
+
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        self.spec = spec
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # Half precision on the CPU is slow and not what a GPU node would run: CPUs compute in fp32.
+        dtype = spec.dtype if self.device == "cuda" else "fp32"
+        arch = spec.arch()
+        self.tokenizer = engine.build_tokenizer()
+        self.vocabulary = len(self.tokenizer)
+        model = engine.build_model(arch, dtype, self.device)
+        self.decoder = engine.StaticDecoder(engine.DecoderWeights.take(model), max_batch=spec.max_batch,
+                                            max_len=MAX_LEN)
+        self.model_name = arch.name
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model_name, "device": self.device, "pid": os.getpid()}
+
+    def generate(self, items: list[tuple[str, str]], max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+        """Completions for ``items`` (id, prompt), in order, ``max_batch`` prompts per decoder pass."""
+        new_tokens = max(1, min(max_new_tokens or self.spec.max_new_tokens, MAX_LEN // 2))
+        room = MAX_LEN - new_tokens
+        results = []
+        for start in range(0, len(items), self.spec.max_batch):
+            chunk = items[start:start + self.spec.max_batch]
+            prompts = [self.tokenizer(prompt)["input_ids"][-room:] or [self.tokenizer.eos_token_id]
+                       for _, prompt in chunk]
+            for (item_id, _), tokens in zip(chunk, self.decoder.generate(prompts, new_tokens), strict=True):
+                results.append({"id": item_id, "completion": self._text(tokens), "tokens": len(tokens)})
+        return results
+
+    def _text(self, tokens: list[int]) -> str:
+        # Random-weight models with a large vocabulary emit ids beyond the in-process tokenizer's;
+        # they are folded into it so every completion is text.
+        ids = [token % self.vocabulary for token in tokens]
+        if self.tokenizer.eos_token_id in ids:
+            ids = ids[:ids.index(self.tokenizer.eos_token_id)]
+        return self.tokenizer.decode(ids)

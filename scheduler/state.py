@@ -1,0 +1,161 @@
+"""Job and replica state of ``gpu-supply run``, in the same database as the offers.
+
+Tables: ``job_run`` (one per workload and plan revision: kind, state, progress) and
+``job_replica`` (one row per replica attempt: placement, node, state with timestamps and its
+cost per hour; the cost so far is derived). A replica lost with its node is marked ``preempted``
+when it ran on spot capacity and ``failed`` otherwise; its replacement is a new attempt.
+
+The plan revision is a digest of the workloads and the placements; a launch is idempotent per
+revision: ``gpu-supply run`` on an unchanged plan resumes or reports the run it already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from sqlalchemy import Index, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel, create_engine
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PREEMPTED = "preempted"
+
+
+FINAL = (State.SUCCEEDED, State.FAILED, State.PREEMPTED)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+class JobRun(SQLModel, table=True):
+    __tablename__ = "job_run"
+    __table_args__ = (Index("ix_job_run_revision", "revision", "workload", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    revision: str
+    workload: str
+    kind: str
+    state: str = State.PENDING
+    items_total: int = 0
+    items_done: int = 0
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    error: str | None = None
+
+
+class JobReplica(SQLModel, table=True):
+    __tablename__ = "job_replica"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="job_run.id", index=True)
+    slot: int  # the replica's number within its run; attempts of one slot replace each other
+    attempt: int = 1
+    provider: str
+    region: str
+    instance_type: str
+    gpu: str
+    market: str
+    cost_per_hour: float  # this replica's share of its nodes' price
+    state: str = State.PENDING
+    node_id: str | None = None
+    created_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+    def cost_so_far(self, now: datetime | None = None) -> float:
+        start = _utc(self.started_at)
+        if start is None:
+            return 0.0
+        end = _utc(self.finished_at) or now or _now()
+        return self.cost_per_hour * max((end - start).total_seconds(), 0.0) / 3600
+
+
+def plan_revision(workloads: list, placements: list) -> str:
+    """Digest of what a run launches: the workloads (jobs included) and the plan's placements."""
+    document = {"workloads": [w.model_dump(mode="json") for w in workloads],
+                "placements": [[p.workload, p.provider, p.region, p.instance_type, p.pricing, p.nodes, p.replicas,
+                                p.tensor_parallel] for p in placements]}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPlace:
+    """Where a replica runs, as the state table records it."""
+
+    provider: str
+    region: str
+    instance_type: str
+    gpu: str
+    market: str
+    cost_per_hour: float
+
+
+class JobStore:
+    """Reads and writes ``job_run`` and ``job_replica``; every write is its own short transaction."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.engine = engine or create_engine(url)
+        SQLModel.metadata.create_all(self.engine, tables=[JobRun.__table__, JobReplica.__table__])
+
+    def run(self, revision: str, workload: str) -> JobRun | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(JobRun).where(JobRun.revision == revision,
+                                                          JobRun.workload == workload)).mappings().first()
+        return JobRun(**row) if row else None
+
+    def start_run(self, revision: str, workload: str, kind: str, items_total: int = 0) -> JobRun:
+        """The run of ``workload`` at ``revision``: the existing one (idempotent) or a new one."""
+        existing = self.run(revision, workload)
+        if existing is not None:
+            return existing
+        with self.engine.begin() as connection:
+            record = JobRun(revision=revision, workload=workload, kind=kind, items_total=items_total)
+            values = record.model_dump(exclude={"id"})
+            run_id = connection.execute(JobRun.__table__.insert().values(**values)).inserted_primary_key[0]
+        return JobRun(id=run_id, **values)
+
+    def update_run(self, run_id: int, **values) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(JobRun).where(JobRun.id == run_id).values(updated_at=_now(), **values))
+
+    def add_replica(self, run_id: int, slot: int, place: ReplicaPlace, attempt: int = 1) -> int:
+        record = JobReplica(run_id=run_id, slot=slot, attempt=attempt, provider=place.provider, region=place.region,
+                            instance_type=place.instance_type, gpu=place.gpu, market=place.market,
+                            cost_per_hour=place.cost_per_hour)
+        with self.engine.begin() as connection:
+            return connection.execute(JobReplica.__table__.insert().values(
+                **record.model_dump(exclude={"id"}))).inserted_primary_key[0]
+
+    def replica_running(self, replica_id: int, node_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(JobReplica).where(JobReplica.id == replica_id).values(
+                state=State.RUNNING, node_id=node_id, started_at=_now()))
+
+    def replica_finished(self, replica_id: int, state: State, error: str | None = None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(JobReplica).where(JobReplica.id == replica_id,
+                                                        JobReplica.state.not_in(list(FINAL))).values(
+                state=state, finished_at=_now(), error=error))
+
+    def replicas(self, run_id: int) -> list[JobReplica]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(JobReplica).where(JobReplica.run_id == run_id)
+                                      .order_by(JobReplica.slot, JobReplica.attempt)).mappings().all()
+        return [JobReplica(**row) for row in rows]
