@@ -238,8 +238,9 @@ class StaticDecoder:
         if self.use_graphs is None:
             self.use_graphs = self.device.type == "cuda"
         shape = (self.max_batch, w.kv_heads, self.max_len, w.head_dim)
-        self.keys = [torch.empty(shape, device=self.device, dtype=self.dtype) for _ in w.layers]
-        self.values = [torch.empty(shape, device=self.device, dtype=self.dtype) for _ in w.layers]
+        # Zeroed, not empty: masked slots get zero attention weight, but 0 x NaN from stale memory is NaN.
+        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in w.layers]
+        self.values = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in w.layers]
         # Per-step state, advanced by the step itself so graph replays chain with no host work.
         self.tokens = torch.zeros(self.max_batch, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(self.max_batch, dtype=torch.long, device=self.device)

@@ -93,8 +93,9 @@ def run_plan(planned: Any, fleet: list[Any], base_dir: Path, local: bool, addres
         if cluster is not None:
             with _status(console, f"starting a local Ray cluster for {len(placements)} placement(s)"):
                 cluster.add_placements(placements)
-        ray.init(address=cluster.address if cluster else address, logging_level=logging.WARNING,
-                 log_to_driver=False, configure_logging=False)
+        if cluster is not None or address is not None:
+            ray.init(address=cluster.address if cluster else address, logging_level=logging.WARNING,
+                     log_to_driver=False, configure_logging=False)
 
         for workload in fleet:
             job = workload.job

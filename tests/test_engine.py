@@ -43,6 +43,8 @@ def test_attention_spans_change_nothing_but_the_bytes_read(monkeypatch):
     monkeypatch.setattr(engine, "SPAN_STEP", 3)  # many span boundaries within 12 steps
     decoder = engine.StaticDecoder(engine.DecoderWeights.take(model), max_batch=2, max_len=32)
     assert [decoder._span(slot) for slot in (0, 2, 3, 31)] == [3, 3, 6, 32]
+    for cache in (*decoder.keys, *decoder.values):  # stale entries in slots a span covers must not leak
+        cache.normal_(0, 100)
     prompt = [7, 8, 9, 10]
     expected = reference.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False)
     assert decoder.generate([prompt], 12)[0] == expected[0, len(prompt):].tolist()
