@@ -307,7 +307,7 @@ class StaticDecoder:
             q = q.transpose(1, 2).reshape(batch, w.kv_heads, group * steps, w.head_dim)
             attention = F.scaled_dot_product_attention(q, keys[:batch, :, :attended], values[:batch, :, :attended],
                                                        attn_mask=mask)
-            attention = attention.view(batch, w.heads, steps, w.head_dim).transpose(1, 2)
+            attention = attention.reshape(batch, w.heads, steps, w.head_dim).transpose(1, 2)
             x = torch.addmm(x, attention.reshape(batch * steps, -1), layer.out.t())
             gate, up = F.linear(self._norm(x, layer.post_norm), layer.gate_up).chunk(2, dim=-1)
             x = torch.addmm(x, F.silu(gate) * up, layer.down.t())
