@@ -25,6 +25,7 @@ from rich.table import Table
 from gpu_supply import gpus as gpu_registry
 from gpu_supply import settings
 from gpu_supply.errors import UserError
+from gpu_supply.offer import as_utc
 
 app = typer.Typer(help="Compare what GPU capacity costs at every supplier, region and pricing model.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -588,7 +589,7 @@ def _parse_date(text: str, field: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise UserError(field, f"{text!r} is not a date", "write YYYY-MM-DD") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return as_utc(moment)
 
 
 @catalog_app.command("info")

@@ -64,8 +64,7 @@ class Offer:
             raise ValueError(f"available_nodes must be >= 0, got {self.available_nodes}")
         if self.min_term_hours < 0:
             raise ValueError(f"min_term_hours must be >= 0, got {self.min_term_hours}")
-        if self.observed_at.tzinfo is None:
-            object.__setattr__(self, "observed_at", self.observed_at.replace(tzinfo=timezone.utc))
+        object.__setattr__(self, "observed_at", as_utc(self.observed_at))
         object.__setattr__(self, "pricing", PricingModel(self.pricing))
         object.__setattr__(self, "geo", geo_of(self.region))
 
@@ -114,3 +113,9 @@ class Offer:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Aware UTC: a naive moment is taken as UTC (SQLite hands datetimes back naive), an aware one
+    is converted (databases store what they are given, offset or not)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

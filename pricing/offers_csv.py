@@ -10,7 +10,7 @@ lead_time_days, committed, source, observed_at``. Where ``native_price_per_hour`
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from gpu_supply import gpus
@@ -68,4 +68,4 @@ def _offer(row: dict[str, str], path: Path) -> Offer:
         lead_time_days=None if lead_time is None else int(lead_time),
         committed=(row.get("committed") or "").strip().lower() in {"true", "1", "yes"},
         source=(row.get("source") or "").strip() or f"csv:{path.name}",
-        observed_at=moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+        observed_at=moment)

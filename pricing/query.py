@@ -16,7 +16,7 @@ from pathlib import Path
 from gpu_supply import gpus
 from gpu_supply.errors import UserError
 from gpu_supply.geo import GEOS
-from gpu_supply.offer import Offer, PricingModel
+from gpu_supply.offer import Offer, PricingModel, as_utc
 from pricing.fx import FxTable
 
 
@@ -193,7 +193,7 @@ def _sql_with_filters(query: OfferQuery) -> tuple[str, dict[str, object]]:
 
 def _as_utc(value: object) -> datetime:
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return as_utc(moment)
 
 
 def _to_offer(row) -> Offer:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gpu_supply import gpus
 from gpu_supply.errors import UserError
-from gpu_supply.offer import HOURS_PER_MONTH, Offer, PricingModel, utcnow
+from gpu_supply.offer import HOURS_PER_MONTH, Offer, PricingModel, as_utc, utcnow
 from pricing.query import Scope
 from providers.base import MissingCredentials, RegionFetch, retrying
 
@@ -106,14 +106,14 @@ def _observed_at(value: Any, where: str) -> datetime:
     if value is None or value == "":
         return utcnow()
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return as_utc(value)
     if isinstance(value, date):
         return datetime.combine(value, time(), timezone.utc)
     try:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
         raise UserError(f"{where}.observed_at", f"{value!r} is not a date", "write YYYY-MM-DD") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return as_utc(parsed)
 
 
 def _validate(raw: dict[str, Any], where: str) -> IdcOfferRow:

@@ -184,7 +184,6 @@ def _eager_points(model: Any, request: ProfileRequest, arch: engine.ModelArch, d
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    steps = request.output_tokens - 1
     fitting = [b for b in sorted(request.batches) if _fits(arch, request, b, max_len, device)]
     _report_skipped(request, fitting, max_len)
     for length in request.input_tokens:
