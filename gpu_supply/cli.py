@@ -466,13 +466,14 @@ def _print_runs(report) -> None:
             for r in report.replica_rows()]
     _print_table(f"Run {report.revision}: what ran where", columns, rows, drop_first=["Try", "Region", "Node"])
     for run in report.runs:
-        line = (f"[bold]{run.workload}[/bold] ({run.kind}): {run.state}, {run.answered} answered"
-                + (f", {run.already_done} already done" if run.already_done else "") + f" of {run.items}")
-        if run.lost_replicas:
-            line += f"; {run.lost_replicas} replica(s) lost and replaced"
-        if run.replans:
-            line += f"; re-planned {run.replans}x"
-        line += f"; {run.seconds:.1f} s; ${run.cost:.6f}" + (f"; output {run.output}" if run.output else "")
+        batch = run.batch
+        line = (f"[bold]{run.workload}[/bold] ({run.kind}): {run.state}, {batch.answered} answered"
+                + (f", {batch.already_done} already done" if batch.already_done else "") + f" of {batch.items}")
+        if batch.lost_replicas:
+            line += f"; {batch.lost_replicas} replica(s) lost and replaced"
+        if batch.replans:
+            line += f"; re-planned {batch.replans}x"
+        line += f"; {batch.seconds:.1f} s; ${run.cost:.6f}" + (f"; output {run.output}" if run.output else "")
         if run.error:
             line += f"; [red]{run.error}[/red]"
         stdout.print(line)

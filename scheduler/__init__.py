@@ -1,4 +1,4 @@
-"""Placement of inference workloads on offers (OR-Tools optimizer); the Ray executor follows in #5.
+"""Placement of inference workloads on offers (OR-Tools optimizer), and running them on Ray (``runs``).
 
     import scheduler
     result = scheduler.plan(workloads, offers)      # -> scheduler.plans.Plan

@@ -57,22 +57,12 @@ def cluster_nodes() -> list[NodeInfo]:
 
 def unsatisfiable(placements: list[Any], nodes: list[NodeInfo]) -> list[str]:
     """Why each placement no live node can take (empty: all can), naming what the cluster has."""
-    reasons = []
-    for placement in placements:
-        selector = placement_selector(placement)
-        if not any(node.satisfies(selector, placement.tensor_parallel) for node in nodes):
-            have = sorted({describe_selector({k: v for k, v in node.labels.items() if k.startswith(LABEL_PREFIX)})
-                           for node in nodes if node.alive and node.gpus}) or ["no GPU nodes"]
-            reasons.append(f"{placement.workload}: no live node labelled {describe_selector(selector)} with "
-                           f"{placement.tensor_parallel} GPU(s) (cluster has: {'; '.join(have)})")
-    return reasons
-
-
-@dataclass(frozen=True, slots=True)
-class LocalNode:
-    node_id: str
-    labels: dict[str, str] = field(hash=False)
-    gpus: int
+    have = "; ".join(sorted({describe_selector({k: v for k, v in node.labels.items() if k.startswith(LABEL_PREFIX)})
+                             for node in nodes if node.alive and node.gpus})) or "no GPU nodes"
+    return [f"{placement.workload}: no live node labelled {describe_selector(placement_selector(placement))} with "
+            f"{placement.tensor_parallel} GPU(s) (cluster has: {have})"
+            for placement in placements
+            if not any(node.satisfies(placement_selector(placement), placement.tensor_parallel) for node in nodes)]
 
 
 class LocalCluster:
@@ -84,13 +74,13 @@ class LocalCluster:
         self._cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "num_gpus": 0, "object_store_memory": LOCAL_OBJECT_STORE_BYTES})
         self._nodes: dict[str, Any] = {}
-        self.nodes: list[LocalNode] = []
+        self.nodes: list[NodeInfo] = []
 
     @property
     def address(self) -> str:
         return self._cluster.address
 
-    def add_placements(self, placements: list[Any]) -> list[LocalNode]:
+    def add_placements(self, placements: list[Any]) -> list[NodeInfo]:
         """Nodes for the placements: up to ``LOCAL_NODES_PER_PLACEMENT`` per (offer, market), GPUs shared out."""
         added = []
         grouped: dict[tuple, list[Any]] = {}
@@ -107,11 +97,11 @@ class LocalCluster:
         self._cluster.wait_for_nodes()
         return added
 
-    def add_node(self, labels: dict[str, str], gpus: int) -> LocalNode:
+    def add_node(self, labels: dict[str, str], gpus: int) -> NodeInfo:
         handle = self._cluster.add_node(num_cpus=1, num_gpus=gpus, labels=labels,
                                         resources={f"accelerator_type:{labels.get(LABEL_PREFIX + 'gpu', 'GPU')}": gpus},
                                         object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-        node = LocalNode(handle.node_id, labels, gpus)
+        node = NodeInfo(handle.node_id, labels, gpus, alive=True)
         self._nodes[node.node_id] = handle
         self.nodes.append(node)
         return node

@@ -14,8 +14,6 @@ Models are built from a config with random weights (``MODELS``, or any size via 
 a byte-level tokenizer trained in-process, so nothing is downloaded: enough for profiling and for
 exercising the execution path; real checkpoints go through ``from_pretrained`` the same way.
 
-vLLM is used instead where it is installed on a CUDA node (``engine="auto"``).
-
 Imports torch and transformers on first use only.
 """
 

@@ -9,8 +9,6 @@ Lost nodes: replica actors restart (``max_restarts``) on another live node that 
 same label selector; the lost attempt is recorded ``preempted`` (spot) or ``failed`` and the
 replacement as a new attempt. When no live node satisfies the placement any more, the workload
 is re-planned on the remaining supply (``replan``) and its replicas launched there.
-
-Serve jobs run behind Ray Serve (``serving.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import json
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,6 +72,17 @@ def completed_ids(path: Path) -> set[str]:
     return {str(json.loads(line)["id"]) for line in good.decode("utf-8").splitlines() if line.strip()}
 
 
+def _append_fresh(out: Any, results: list[dict], done: set[str], placement: Any) -> int:
+    """Append the results whose ids are not answered yet, synced to disk before they count as done."""
+    fresh = [result for result in results if result["id"] not in done]
+    for result in fresh:
+        out.write(json.dumps({**result, "offer": placement.instance_type, "provider": placement.provider}) + "\n")
+    out.flush()
+    os.fsync(out.fileno())
+    done.update(result["id"] for result in fresh)
+    return len(fresh)
+
+
 def _actor_class() -> Any:
     import ray
 
@@ -95,6 +104,12 @@ def _actor_class() -> Any:
     return InferenceReplica
 
 
+def _place(placement: Any) -> ReplicaPlace:
+    """A replica's placement as its state row records it, with its share of the nodes' price."""
+    return ReplicaPlace(placement.provider, placement.region, placement.instance_type, placement.gpu,
+                        placement.pricing, placement.cost_per_hour / max(placement.replicas, 1))
+
+
 @dataclass
 class Replica:
     """One replica slot of a run: its placement, current attempt and actor."""
@@ -109,24 +124,16 @@ class Replica:
     node_id: str | None = None
     lost_at: float | None = None  # when its node was lost, until it runs again
 
-    @property
-    def place(self) -> ReplicaPlace:
-        p = self.placement
-        return ReplicaPlace(p.provider, p.region, p.instance_type, p.gpu, p.pricing,
-                            p.cost_per_hour / max(p.replicas, 1))
 
 
 @dataclass
 class BatchReport:
-    workload: str
-    revision: str
-    items: int
-    answered: int  # by this invocation
-    already_done: int  # found in the output on start (a resumed run)
-    lost_replicas: int
-    replans: int
-    seconds: float
-    replicas: list[Replica] = field(default_factory=list)
+    items: int = 0
+    answered: int = 0  # by this invocation
+    already_done: int = 0  # found in the output on start (a resumed run)
+    lost_replicas: int = 0
+    replans: int = 0
+    seconds: float = 0.0
 
 
 class Executor:
@@ -148,13 +155,11 @@ class Executor:
             raise UserError("placement", reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""),
                             "start nodes with those labels (docs/ray.md), or re-plan against this cluster's supply")
 
-    def _launch(self, run_id: int, placement: Any, slot: int, attempt: int = 1) -> Replica:
+    def _launch(self, run_id: int, placement: Any, slot: int) -> Replica:
         actor = self._actor_class.options(
             num_gpus=placement.tensor_parallel, num_cpus=0, label_selector=placement_selector(placement),
             max_restarts=-1, max_task_retries=0).remote(self.spec)
-        replica = Replica(slot, placement, actor, 0, attempt)
-        replica.record_id = self.jobs.add_replica(run_id, slot, replica.place, attempt)
-        return replica
+        return Replica(slot, placement, actor, self.jobs.add_replica(run_id, slot, _place(placement)))
 
     def launch(self, run_id: int, placements: list[Any], first_slot: int = 0) -> list[Replica]:
         self.check(placements)
@@ -194,14 +199,14 @@ class Executor:
         self.on_event(f"replica {replica.slot} ({replica.placement.instance_type}) {lost_state}: node lost")
         replica.attempt += 1
         replica.state, replica.lost_at = State.PENDING, time.monotonic()
-        replica.record_id = self.jobs.add_replica(run_id, replica.slot, replica.place, replica.attempt)
+        replica.record_id = self.jobs.add_replica(run_id, replica.slot, _place(replica.placement), replica.attempt)
 
     def run_batch(self, workload: Any, placements: list[Any], input_path: Path, output_path: Path,
                   on_progress: Callable[[int, int], None] | None = None,
                   on_ready: Callable[[Replica], None] | None = None) -> BatchReport:
         """Answer every prompt of ``input_path`` into ``output_path`` exactly once."""
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from ray.exceptions import RayActorError  # a dead, restarting or unreachable actor
 
         started = time.monotonic()
         job = workload.job
@@ -210,7 +215,7 @@ class Executor:
         done = completed_ids(output_path)
         already = len(done & {item_id for item_id, _ in items})
         run = self.jobs.start_run(self.revision, workload.name, job.kind, len(items))
-        report = BatchReport(workload.name, self.revision, len(items), 0, already, 0, 0, 0.0)
+        report = BatchReport(items=len(items), already_done=already)
         todo = [item for item in items if item[0] not in done]
         if on_progress:
             on_progress(already, len(items))
@@ -221,7 +226,6 @@ class Executor:
         self.jobs.update_run(run.id, state=State.RUNNING)
         replicas = self.launch(run.id, placements)
         self.wait_ready(replicas, on_ready)
-        report.replicas = replicas
         queue = deque(todo[i:i + job.batch_size] for i in range(0, len(todo), job.batch_size))
         in_flight: dict[Any, tuple[Replica, list]] = {}
         last_progress = time.monotonic()
@@ -242,7 +246,7 @@ class Executor:
                     replica.in_flight -= 1
                     try:
                         answer = ray.get(ref)
-                    except (ActorDiedError, ActorUnavailableError, RayActorError) as error:
+                    except RayActorError as error:
                         if chunk is not None:
                             queue.appendleft(chunk)
                         if replica.state is State.RUNNING:
@@ -261,14 +265,7 @@ class Executor:
                     node_id, results = answer
                     if replica.state is not State.RUNNING or replica.node_id != node_id:
                         self._running(replica, node_id)
-                    fresh = [result for result in results if result["id"] not in done]
-                    for result in fresh:
-                        out.write(json.dumps({**result, "offer": replica.placement.instance_type,
-                                              "provider": replica.placement.provider}) + "\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                    done.update(result["id"] for result in fresh)
-                    report.answered += len(fresh)
+                    report.answered += _append_fresh(out, results, done, replica.placement)
                     last_progress = time.monotonic()
                     self.jobs.update_run(run.id, items_done=len(done))
                     if on_progress:

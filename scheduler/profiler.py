@@ -11,8 +11,7 @@ cache) over this GPU's measured copy bandwidth.
 
     python -m scheduler.profiler --model llama-3-8b --gpu H100 --batch 1,8,32 --out profiles.csv
 
-runs where torch and transformers are installed and Ray is not; ``gpu-supply profile`` runs the
-same as a Ray task on a node with that GPU.
+runs wherever torch and transformers are installed; it needs no Ray.
 """
 
 from __future__ import annotations

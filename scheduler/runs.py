@@ -9,21 +9,15 @@ where it ran and what it cost.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpu_supply import settings
 from gpu_supply.errors import UserError
+from scheduler.executor import BatchReport
 from scheduler.state import JobStore, State, plan_revision
-
-
-@dataclass(frozen=True)
-class _NotRun:
-    state: str = State.PENDING
-
-
-_NOT_RUN = _NotRun()
 
 
 @dataclass
@@ -31,16 +25,15 @@ class WorkloadRun:
     workload: str
     kind: str
     state: str
-    items: int = 0
-    answered: int = 0
-    already_done: int = 0
-    lost_replicas: int = 0
-    replans: int = 0
-    seconds: float = 0.0
+    batch: BatchReport = field(default_factory=BatchReport)
     cost: float = 0.0
     output: str | None = None
     error: str | None = None
     run_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workload": self.workload, "kind": self.kind, "state": self.state, **asdict(self.batch),
+                "cost": self.cost, "output": self.output, "error": self.error}
 
 
 @dataclass
@@ -69,7 +62,7 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision,
-                "runs": [{key: value for key, value in vars(run).items() if key != "run_id"} for run in self.runs],
+                "runs": [run.to_dict() for run in self.runs],
                 "replicas": self.replica_rows()}
 
 
@@ -86,8 +79,7 @@ def run_plan(planned: Any, fleet: list[Any], base_dir: Path, local: bool, addres
     revision = plan_revision(fleet, placements)
     jobs = JobStore(settings.database_url())
     report = RunReport(revision, jobs)
-    unfinished = [w for w in fleet if (jobs.run(revision, w.name) or _NOT_RUN).state != State.SUCCEEDED
-                  or not (base_dir / w.job.output).exists()]
+    unfinished = [w for w in fleet if not _finished(jobs, revision, w, base_dir)]
     cluster = LocalCluster() if local and unfinished else None
     try:
         if cluster is not None:
@@ -149,43 +141,25 @@ def _run_batch(executor: Any, workload: Any, placements: list[Any], base_dir: Pa
             result.run_id = run.id if run else None
             return result
     run = jobs.run(revision, workload.name)
-    result.run_id = run.id
-    result.state = run.state
-    result.items, result.answered, result.already_done = batch.items, batch.answered, batch.already_done
-    result.lost_replicas, result.replans, result.seconds = batch.lost_replicas, batch.replans, batch.seconds
+    result.run_id, result.state, result.batch = run.id, run.state, batch
     result.cost = sum(replica.cost_so_far() for replica in jobs.replicas(run.id))
     if previous is not None and previous.state == State.SUCCEEDED and console is not None:
         console.print(f"  {workload.name}: already done at plan revision {revision}; nothing launched")
     return result
 
 
-class _Quiet:
-    """Stands in for a progress display or status when output is JSON."""
-
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def advance(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def _finished(jobs: JobStore, revision: str, workload: Any, base_dir: Path) -> bool:
+    run = jobs.run(revision, workload.name)
+    return run is not None and run.state == State.SUCCEEDED and (base_dir / workload.job.output).exists()
 
 
 def _progress(console: Any) -> Any:
-    if console is None:
-        return _Quiet()
+    """Progress bars on ``console``; none (disabled) when output is JSON."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=console is None)
 
 
 def _status(console: Any, message: str) -> Any:
-    return console.status(message) if console is not None else _Quiet()
+    return console.status(message) if console is not None else nullcontext()

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Index, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel, create_engine
+
+from gpu_supply.offer import as_utc, utcnow
 
 
 class State(StrEnum):
@@ -33,16 +35,6 @@ class State(StrEnum):
 FINAL = (State.SUCCEEDED, State.FAILED, State.PREEMPTED)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
 class JobRun(SQLModel, table=True):
     __tablename__ = "job_run"
     __table_args__ = (Index("ix_job_run_revision", "revision", "workload", unique=True),)
@@ -54,8 +46,8 @@ class JobRun(SQLModel, table=True):
     state: str = State.PENDING
     items_total: int = 0
     items_done: int = 0
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
     error: str | None = None
 
 
@@ -74,17 +66,16 @@ class JobReplica(SQLModel, table=True):
     cost_per_hour: float  # this replica's share of its nodes' price
     state: str = State.PENDING
     node_id: str | None = None
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
 
     def cost_so_far(self, now: datetime | None = None) -> float:
-        start = _utc(self.started_at)
-        if start is None:
+        if self.started_at is None:
             return 0.0
-        end = _utc(self.finished_at) or now or _now()
-        return self.cost_per_hour * max((end - start).total_seconds(), 0.0) / 3600
+        end = as_utc(self.finished_at) if self.finished_at else now or utcnow()
+        return self.cost_per_hour * max((end - as_utc(self.started_at)).total_seconds(), 0.0) / 3600
 
 
 def plan_revision(workloads: list, placements: list) -> str:
@@ -133,7 +124,7 @@ class JobStore:
 
     def update_run(self, run_id: int, **values) -> None:
         with self.engine.begin() as connection:
-            connection.execute(update(JobRun).where(JobRun.id == run_id).values(updated_at=_now(), **values))
+            connection.execute(update(JobRun).where(JobRun.id == run_id).values(updated_at=utcnow(), **values))
 
     def add_replica(self, run_id: int, slot: int, place: ReplicaPlace, attempt: int = 1) -> int:
         record = JobReplica(run_id=run_id, slot=slot, attempt=attempt, provider=place.provider, region=place.region,
@@ -146,13 +137,13 @@ class JobStore:
     def replica_running(self, replica_id: int, node_id: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(update(JobReplica).where(JobReplica.id == replica_id).values(
-                state=State.RUNNING, node_id=node_id, started_at=_now()))
+                state=State.RUNNING, node_id=node_id, started_at=utcnow()))
 
     def replica_finished(self, replica_id: int, state: State, error: str | None = None) -> None:
         with self.engine.begin() as connection:
             connection.execute(update(JobReplica).where(JobReplica.id == replica_id,
                                                         JobReplica.state.not_in(list(FINAL))).values(
-                state=state, finished_at=_now(), error=error))
+                state=state, finished_at=utcnow(), error=error))
 
     def replicas(self, run_id: int) -> list[JobReplica]:
         with self.engine.connect() as connection:
