@@ -94,8 +94,12 @@ class LocalCluster:
             labels = node_labels(provider, region, gpu, pricing, instance_type)
             for _ in range(count):
                 added.append(self.add_node(labels, gpus))
-        self._cluster.wait_for_nodes()
+        self.wait_for_nodes()
         return added
+
+    def wait_for_nodes(self) -> None:
+        """Block until every node added so far has joined."""
+        self._cluster.wait_for_nodes()
 
     def add_node(self, labels: dict[str, str], gpus: int) -> NodeInfo:
         handle = self._cluster.add_node(num_cpus=1, num_gpus=gpus, labels=labels,

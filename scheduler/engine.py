@@ -10,11 +10,13 @@ step's kernels launch as one. The position, cache slot and next token advance in
 Correctness is pinned to transformers: on the same weights the decoder's logits and greedy tokens
 match the model's own forward and ``generate`` (tests/test_engine.py).
 
-Models are built from a config with random weights (``MODELS``, or any size via ``params_b``) and
-a byte-level tokenizer trained in-process, so nothing is downloaded: enough for profiling and for
-exercising the execution path; real checkpoints go through ``from_pretrained`` the same way.
+Models have random weights (``MODELS``, or any size via ``params_b``) and a byte-level tokenizer
+trained in-process, so nothing is downloaded: enough for profiling and for exercising the
+execution path. Replicas make the fused weights directly (``DecoderWeights.random``, torch only);
+``build_model`` makes a transformers model for the profiler and the equality tests, and real
+checkpoints go through ``from_pretrained`` and ``DecoderWeights.take`` the same way.
 
-Imports torch and transformers on first use only.
+Imports torch (and transformers, for ``build_model``) on first use only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from gpu_supply.errors import UserError
 DTYPES = ("bf16", "fp16", "fp32")
 # Prompt and completion length of the built-in decoder's cache unless a caller sizes it.
 DEFAULT_MAX_LEN = 1024
+# transformers' defaults for Llama and Qwen2 configs, which ``DecoderWeights.random`` follows.
+INIT_STD = 0.02
+RMS_NORM_EPS = 1e-6
 # Granularity, in cache slots, of the attention span a decode step reads (one CUDA graph per span).
 SPAN_STEP = 256
 
@@ -148,18 +153,22 @@ _TOKENIZER_TEXT = (
     "Write a short poem about the sea. Explain how a transformer model generates text token by token.")
 
 
+PAD_TOKEN, EOS_TOKEN = "<pad>", "<eos>"
+
+
 def build_tokenizer(vocab_size: int = 512) -> Any:
-    """A byte-level BPE tokenizer trained in-process (no download), with pad and end-of-text tokens."""
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained in-process (no download), with ``PAD_TOKEN``
+    and ``EOS_TOKEN``. The bare tokenizer, not transformers' wrapper: replicas start without
+    importing transformers (about 2 s of a replica's start on a small machine)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, EOS_TOKEN],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator([_TOKENIZER_TEXT] * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+    return tokenizer
 
 
 @dataclass
@@ -187,6 +196,34 @@ class DecoderWeights:
     kv_heads: int
     head_dim: int
     eps: float
+
+    @classmethod
+    def random(cls, arch: ModelArch, dtype: str = "bf16", device: str = "cpu", seed: int = 0) -> DecoderWeights:
+        """Random weights of ``arch`` in the fused layout, made directly with torch: no transformers
+        import and no unfused copy. Initialised as transformers initialises these models (normal,
+        std 0.02; norms one; biases zero), with the same rotary frequencies and norm epsilon."""
+        import torch
+
+        generator = torch.Generator(device=device).manual_seed(seed)
+        kind = torch_dtype(dtype)
+
+        def normal(*shape: int) -> Any:
+            return torch.empty(shape, device=device, dtype=kind).normal_(0.0, INIT_STD, generator=generator)
+
+        def ones(size: int) -> Any:
+            return torch.ones(size, device=device, dtype=kind)
+
+        qkv_rows = arch.head_dim * (arch.heads + 2 * arch.kv_heads)
+        layers = [_Layer(ones(arch.hidden), normal(qkv_rows, arch.hidden),
+                         torch.zeros(qkv_rows, device=device, dtype=kind) if arch.family == "qwen2" else None,
+                         normal(arch.hidden, arch.heads * arch.head_dim), ones(arch.hidden),
+                         normal(2 * arch.intermediate, arch.hidden), normal(arch.hidden, arch.intermediate))
+                  for _ in range(arch.layers)]
+        embedding = normal(arch.vocab, arch.hidden)
+        lm_head = embedding if arch.tie_embeddings else normal(arch.vocab, arch.hidden)
+        exponents = torch.arange(0, arch.head_dim, 2, device=device, dtype=torch.float32) / arch.head_dim
+        return cls(layers, embedding, ones(arch.hidden), lm_head, 1.0 / arch.rope_theta ** exponents, 1.0,
+                   arch.heads, arch.kv_heads, arch.head_dim, RMS_NORM_EPS)
 
     @classmethod
     def take(cls, model: Any) -> DecoderWeights:

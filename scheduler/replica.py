@@ -9,6 +9,7 @@ weights and the in-process tokenizer, so no replica ever downloads anything.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,24 +38,35 @@ class ReplicaSpec:
 
 
 class InferenceRunner:
-    """Loads the model once; ``generate`` answers a list of ``(id, prompt)`` with completions."""
+    """Loads the model once; ``generate`` answers a list of ``(id, prompt)`` with completions.
 
-    def __init__(self, spec: ReplicaSpec) -> None:
+    ``gpu`` is the index of the GPU it owns among those visible to the process (a node's host
+    process holds one runner per replica); without CUDA it runs on the CPU.
+    """
+
+    def __init__(self, spec: ReplicaSpec, gpu: int = 0, tokenizer: Any = None) -> None:
         import torch
 
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = f"cuda:{gpu}" if torch.cuda.is_available() else "cpu"
         # Half precision on the CPU is slow and not what a GPU node would run: CPUs compute in fp32.
-        dtype = spec.dtype if self.device == "cuda" else "fp32"
+        dtype = spec.dtype if self.device != "cpu" else "fp32"
         arch = spec.arch()
-        self.tokenizer = engine.build_tokenizer()
-        self.vocabulary = len(self.tokenizer)
-        model = engine.build_model(arch, dtype, self.device)
-        self.decoder = engine.StaticDecoder(engine.DecoderWeights.take(model), max_batch=spec.max_batch,
-                                            max_len=MAX_LEN)
+        self.tokenizer = tokenizer or engine.build_tokenizer()
+        self.eos = self.tokenizer.token_to_id(engine.EOS_TOKEN)
+        self.vocabulary = self.tokenizer.get_vocab_size()
+        with self._on_device():
+            self.decoder = engine.StaticDecoder(engine.DecoderWeights.random(arch, dtype, self.device),
+                                                max_batch=spec.max_batch, max_len=MAX_LEN)
         self.model_name = arch.name
+
+    def _on_device(self) -> Any:
+        """CUDA graphs are captured and replayed on the current device: make it this runner's."""
+        import torch
+
+        return torch.cuda.device(self.device) if self.device != "cpu" else nullcontext()
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_name, "device": self.device, "pid": os.getpid()}
@@ -66,9 +78,10 @@ class InferenceRunner:
         results = []
         for start in range(0, len(items), self.spec.max_batch):
             chunk = items[start:start + self.spec.max_batch]
-            prompts = [self.tokenizer(prompt)["input_ids"][-room:] or [self.tokenizer.eos_token_id]
-                       for _, prompt in chunk]
-            for (item_id, _), tokens in zip(chunk, self.decoder.generate(prompts, new_tokens), strict=True):
+            prompts = [self.tokenizer.encode(prompt).ids[-room:] or [self.eos] for _, prompt in chunk]
+            with self._on_device():
+                completions = self.decoder.generate(prompts, new_tokens)
+            for (item_id, _), tokens in zip(chunk, completions, strict=True):
                 results.append({"id": item_id, "completion": self._text(tokens), "tokens": len(tokens)})
         return results
 
@@ -76,6 +89,6 @@ class InferenceRunner:
         # Random-weight models with a large vocabulary emit ids beyond the in-process tokenizer's;
         # they are folded into it so every completion is text.
         ids = [token % self.vocabulary for token in tokens]
-        if self.tokenizer.eos_token_id in ids:
-            ids = ids[:ids.index(self.tokenizer.eos_token_id)]
+        if self.eos in ids:
+            ids = ids[:ids.index(self.eos)]
         return self.tokenizer.decode(ids)

@@ -126,22 +126,25 @@ class JobStore:
         with self.engine.begin() as connection:
             connection.execute(update(JobRun).where(JobRun.id == run_id).values(updated_at=utcnow(), **values))
 
-    def add_replica(self, run_id: int, slot: int, place: ReplicaPlace, attempt: int = 1) -> int:
-        record = JobReplica(run_id=run_id, slot=slot, attempt=attempt, provider=place.provider, region=place.region,
-                            instance_type=place.instance_type, gpu=place.gpu, market=place.market,
-                            cost_per_hour=place.cost_per_hour)
+    def add_replicas(self, run_id: int, replicas: list[tuple[int, ReplicaPlace, int]]) -> list[int]:
+        """New pending attempts, one per ``(slot, place, attempt)``, in one transaction; their ids."""
+        rows = [JobReplica(run_id=run_id, slot=slot, attempt=attempt, provider=place.provider, region=place.region,
+                           instance_type=place.instance_type, gpu=place.gpu, market=place.market,
+                           cost_per_hour=place.cost_per_hour).model_dump(exclude={"id"})
+                for slot, place, attempt in replicas]
         with self.engine.begin() as connection:
-            return connection.execute(JobReplica.__table__.insert().values(
-                **record.model_dump(exclude={"id"}))).inserted_primary_key[0]
+            return [connection.execute(JobReplica.__table__.insert().values(**row)).inserted_primary_key[0]
+                    for row in rows]
 
-    def replica_running(self, replica_id: int, node_id: str) -> None:
+    def replicas_running(self, replica_ids: list[int], node_id: str) -> None:
         with self.engine.begin() as connection:
-            connection.execute(update(JobReplica).where(JobReplica.id == replica_id).values(
+            connection.execute(update(JobReplica).where(JobReplica.id.in_(replica_ids)).values(
                 state=State.RUNNING, node_id=node_id, started_at=utcnow()))
 
-    def replica_finished(self, replica_id: int, state: State, error: str | None = None) -> None:
+    def replicas_finished(self, replica_ids: list[int], state: State, error: str | None = None) -> None:
+        """Close the attempts that are not closed yet (a closed attempt keeps its outcome)."""
         with self.engine.begin() as connection:
-            connection.execute(update(JobReplica).where(JobReplica.id == replica_id,
+            connection.execute(update(JobReplica).where(JobReplica.id.in_(replica_ids),
                                                         JobReplica.state.not_in(list(FINAL))).values(
                 state=state, finished_at=utcnow(), error=error))
 

@@ -85,7 +85,24 @@ def test_unknown_models_and_sizes_are_user_errors():
 def test_the_tokenizer_is_built_in_process_and_round_trips_text():
     tokenizer = engine.build_tokenizer()
     text = "Summarise the following document: GPU prices moved 3% this week."
-    ids = tokenizer(text)["input_ids"]
+    ids = tokenizer.encode(text).ids
     assert len(ids) < len(text) and max(ids) < engine.MODELS["tiny-llama"].vocab
     assert tokenizer.decode(ids) == text
-    assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id is not None
+    assert tokenizer.token_to_id(engine.PAD_TOKEN) is not None and tokenizer.token_to_id(engine.EOS_TOKEN) is not None
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_random_weights_have_the_layout_and_rotary_of_the_transformers_model(family):
+    arch = replace(engine.MODELS["tiny-llama"], family=family)
+    made = engine.DecoderWeights.random(arch, "fp32")
+    taken = engine.DecoderWeights.take(engine.build_model(arch, "fp32"))
+    shapes = lambda w: [[None if t is None else tuple(t.shape) for t in vars(layer).values()] for layer in w.layers]
+    assert shapes(made) == shapes(taken)
+    for attribute in ("embedding", "final_norm", "lm_head"):
+        assert getattr(made, attribute).shape == getattr(taken, attribute).shape
+    assert torch.equal(made.inv_freq, taken.inv_freq)
+    assert (made.eps, made.rope_scaling, made.heads, made.kv_heads, made.head_dim) == \
+        (taken.eps, taken.rope_scaling, taken.heads, taken.kv_heads, taken.head_dim)
+    assert 0.015 < float(made.layers[0].qkv.std()) < 0.025  # transformers' init scale
+    decoder = engine.StaticDecoder(made, max_batch=2, max_len=16)
+    assert [len(tokens) for tokens in decoder.generate([[5, 6, 7], [8]], 4)] == [4, 4]

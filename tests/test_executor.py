@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,16 @@ def test_replicas_land_only_on_nodes_with_their_placements_labels(cluster, jobs,
         assert replica.state == State.SUCCEEDED and replica.cost_so_far() > 0
 
 
+def test_replicas_fill_their_nodes_whole_and_report_when_all_ran(cluster, jobs, tmp_path):
+    packed = replace(placement("pack-a", nodes=2, replicas=4), gpu_count=2)  # two nodes of two GPUs
+    cluster.add_placements([packed])
+    report = Executor(jobs, "r-pack", SPEC).run_batch(batch_workload(tmp_path), [packed], tmp_path / "in.jsonl",
+                                                      tmp_path / "out.jsonl")
+    nodes = Counter(replica.node_id for replica in jobs.replicas(jobs.run("r-pack", "w").id))
+    assert sorted(nodes.values()) == [2, 2]  # each node's two GPUs taken, by one host per node
+    assert 0 < report.placed_s <= report.running_s < report.seconds and report.recovery_s is None
+
+
 def test_a_placement_no_node_satisfies_fails_fast_with_the_reason(cluster, jobs):
     start = time.monotonic()
     with pytest.raises(UserError, match=r"no live node labelled .*offer=p5\.48xlarge.* \(cluster has: "):
@@ -98,6 +110,7 @@ def test_a_lost_node_restarts_its_replica_on_another_node_and_loses_no_prompt(cl
     report = Executor(jobs, "r-loss", SPEC).run_batch(workload, [spot], tmp_path / "in.jsonl", tmp_path / "out.jsonl",
                                                       on_progress=lose_the_node)
     assert removed and report.lost_replicas == 1 and report.replans == 0
+    assert 0 < report.recovery_placed_s <= report.recovery_s
     assert {line["id"] for line in answered(tmp_path / "out.jsonl")} == {f"p{i}" for i in range(200)}
     first, second = jobs.replicas(jobs.run("r-loss", "w").id)
     assert (first.attempt, first.state, first.node_id) == (1, State.PREEMPTED, removed[0])  # spot: preempted
