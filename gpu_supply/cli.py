@@ -435,12 +435,19 @@ def run_command(
     local: Annotated[bool, typer.Option("--local", help="Start a local multi-node Ray cluster standing in for the plan's nodes.")] = False,
     address: Annotated[Optional[str], typer.Option("--address", help="Use this Ray cluster (HEAD:6379 or ray://...).")] = None,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit, seconds.")] = 30.0,
+    serve_for: Annotated[Optional[float], typer.Option("--serve-for", help="Serve jobs: stop after this many seconds (default: --local serves until Ctrl-C, --address leaves them serving).")] = None,
+    http_port: Annotated[int, typer.Option("--http-port", help="Serve jobs: the HTTP port of their endpoints.")] = 8000,
     output: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
 ) -> None:
-    """Plan, then run each workload's job on its placements' nodes (Ray). Re-running an unchanged plan
-    resumes or reports the run it already has; it never launches twice."""
+    """Plan, then run each workload's job on its placements' nodes (Ray): batch jobs to completion,
+    then serve jobs behind HTTP endpoints. Re-running an unchanged plan resumes or reports the run it
+    already has; it never launches twice."""
     if local == (address is not None):
         raise UserError("--local/--address", "give exactly one", "--local for a laptop stand-in, --address for a cluster")
+    if serve_for is not None and serve_for < 0:
+        raise UserError("--serve-for", f"{serve_for:g} is negative", "give seconds, e.g. --serve-for 60")
+    if not 1 <= http_port <= 65535:
+        raise UserError("--http-port", f"{http_port} is not a port", "e.g. --http-port 8000")
     planned = _make_plan(workloads, offers_csv, time_limit, "highs", None, None, "USD", None)
     jobs_fleet = sorted((w for w in planned.fleet if w.job is not None), key=lambda w: -w.priority)
     if not jobs_fleet:
@@ -448,7 +455,8 @@ def run_command(
     from scheduler.runs import run_plan
 
     report = run_plan(planned, jobs_fleet, workloads.parent, local=local, address=address,
-                      console=stderr if output is PlanFormat.table else None)
+                      console=stderr if output is PlanFormat.table else None, serve_for=serve_for,
+                      http_port=http_port)
     if output is PlanFormat.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -467,13 +475,17 @@ def _print_runs(report) -> None:
     _print_table(f"Run {report.revision}: what ran where", columns, rows, drop_first=["Try", "Region", "Node"])
     for run in report.runs:
         batch = run.batch
-        line = (f"[bold]{run.workload}[/bold] ({run.kind}): {run.state}, {batch.answered} answered"
-                + (f", {batch.already_done} already done" if batch.already_done else "") + f" of {batch.items}")
-        if batch.lost_replicas:
-            line += f"; {batch.lost_replicas} replica(s) lost and replaced"
-        if batch.replans:
-            line += f"; re-planned {batch.replans}x"
-        line += f"; {batch.seconds:.1f} s; ${run.cost:.6f}" + (f"; output {run.output}" if run.output else "")
+        line = f"[bold]{run.workload}[/bold] ({run.kind}): {run.state}"
+        if batch is not None:
+            line += (f", {batch.answered} answered" + (f", {batch.already_done} already done" if batch.already_done
+                                                         else "") + f" of {batch.items}")
+            if batch.lost_replicas:
+                line += f"; {batch.lost_replicas} replica(s) lost and replaced"
+            line += (f"; re-planned {batch.replans}x" if batch.replans else "") + f"; {batch.seconds:.1f} s"
+        else:
+            line += (f" at {run.endpoint}" if run.endpoint else "") + (f"; re-planned {run.replans}x" if run.replans
+                                                                      else "")
+        line += f"; ${run.cost:.6f}" + (f"; output {run.output}" if run.output else "")
         if run.error:
             line += f"; [red]{run.error}[/red]"
         stdout.print(line)

@@ -146,12 +146,6 @@ class Probe(Enum):
     LOADED = "loaded"
 
 
-def _place(placement: Any) -> ReplicaPlace:
-    """A replica's placement as its state row records it, with its share of the nodes' price."""
-    return ReplicaPlace(placement.provider, placement.region, placement.instance_type, placement.gpu,
-                        placement.pricing, placement.cost_per_hour / max(placement.replicas, 1))
-
-
 @dataclass(eq=False)
 class Replica:
     """One replica slot of a run: its placement, current attempt and the host it is on."""
@@ -221,7 +215,7 @@ class Executor:
         """Record and start the placements' replicas: (all of them, those no live node has room for)."""
         self.check(placements)
         slots = list(enumerate((p for p in placements for _ in range(p.replicas)), start=first_slot))
-        ids = self.jobs.add_replicas(run_id, [(slot, _place(placement), 1) for slot, placement in slots])
+        ids = self.jobs.add_replicas(run_id, [(slot, ReplicaPlace.of(placement), 1) for slot, placement in slots])
         replicas = [Replica(slot, placement, record_id) for (slot, placement), record_id in zip(slots, ids)]
         return replicas, self._assign(replicas)
 
@@ -287,7 +281,7 @@ class Executor:
         lost_state = State.PREEMPTED if placement.pricing == "spot" else State.FAILED
         self.jobs.replicas_finished([replica.record_id for replica in members], lost_state,
                                     f"node lost: {type(error).__name__}")
-        ids = self.jobs.add_replicas(run_id, [(r.slot, _place(r.placement), r.attempt + 1) for r in members])
+        ids = self.jobs.add_replicas(run_id, [(r.slot, ReplicaPlace.of(r.placement), r.attempt + 1) for r in members])
         now = time.monotonic()
         for replica, record_id in zip(members, ids):
             replica.record_id, replica.attempt, replica.state, replica.host = record_id, replica.attempt + 1, \

@@ -1,9 +1,12 @@
 """``gpu-supply run``: a plan's jobs, run on a Ray cluster (a local stand-in or an existing one).
 
-Workloads run in priority order. A batch job whose run at this plan revision already succeeded
-is reported, not launched again; one that stopped part-way resumes from its output. Progress
-bars show replicas starting and prompts answered; the report lists every replica attempt with
-where it ran and what it cost.
+Batch jobs run first, in priority order. A batch job whose run at this plan revision already
+succeeded is reported, not launched again; one that stopped part-way resumes from its output.
+Serve jobs are then deployed (``serving.py``) and checked through their own endpoint (health,
+then one generation). On a local cluster they serve until ``serve_for`` seconds pass or Ctrl-C;
+on an existing cluster they keep serving after ``run`` returns, and a re-run of the same plan
+revision finds them serving and deploys nothing. Progress bars show replicas starting and
+prompts answered; the report lists every replica attempt with where it ran and what it cost.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from gpu_supply import settings
 from gpu_supply.errors import UserError
 from scheduler.executor import BatchReport
+from scheduler.serving import ServeJob
 from scheduler.state import JobStore, State, plan_revision
 
 
@@ -25,14 +29,18 @@ class WorkloadRun:
     workload: str
     kind: str
     state: str
-    batch: BatchReport = field(default_factory=BatchReport)
+    batch: BatchReport | None = None  # batch jobs
+    endpoint: str | None = None  # serve jobs
+    replans: int = 0
     cost: float = 0.0
     output: str | None = None
     error: str | None = None
     run_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"workload": self.workload, "kind": self.kind, "state": self.state, **asdict(self.batch),
+        return {"workload": self.workload, "kind": self.kind, "state": self.state,
+                **(asdict(self.batch or BatchReport()) if self.kind == "batch"
+                   else {"endpoint": self.endpoint, "replans": self.replans}),
                 "cost": self.cost, "output": self.output, "error": self.error}
 
 
@@ -67,19 +75,17 @@ class RunReport:
 
 
 def run_plan(planned: Any, fleet: list[Any], base_dir: Path, local: bool, address: str | None,
-             console: Any = None) -> RunReport:
+             console: Any = None, serve_for: float | None = None, http_port: int = 8000) -> RunReport:
     """Run the jobs of ``fleet`` (workloads with a job) on ``planned.plan``'s placements."""
     import ray
 
     from scheduler.cluster import LocalCluster
-    from scheduler.executor import Executor
-    from scheduler.replica import ReplicaSpec
 
     placements = [p for p in planned.plan.placements if any(p.workload == w.name for w in fleet)]
     revision = plan_revision(fleet, placements)
     jobs = JobStore(settings.database_url())
     report = RunReport(revision, jobs)
-    unfinished = [w for w in fleet if not _finished(jobs, revision, w, base_dir)]
+    unfinished = [w for w in fleet if w.job.kind == "serve" or not _finished(jobs, revision, w, base_dir)]
     cluster = LocalCluster() if local and unfinished else None
     try:
         if cluster is not None:
@@ -89,36 +95,65 @@ def run_plan(planned: Any, fleet: list[Any], base_dir: Path, local: bool, addres
             ray.init(address=cluster.address if cluster else address, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
 
-        for workload in fleet:
-            job = workload.job
-            mine = [p for p in placements if p.workload == workload.name]
-            if not mine:
-                report.runs.append(WorkloadRun(workload.name, job.kind, State.FAILED,
-                                               error="the plan placed nothing (see gpu-supply plan)"))
-                continue
-            if job.kind != "batch":
-                raise UserError(f"workload {workload.name!r} job.kind", "serve jobs are not supported by run yet",
-                                "use kind: batch")
-
-            def replan(name: str, lost: list[Any], replicas: int, workload: Any = workload) -> list[Any]:
-                exclude = {(p.provider, p.region, p.instance_type, p.pricing) for p in lost}
-                added = planned.replan(workload, replicas, lost[0].tensor_parallel, exclude)
-                if cluster is not None and added:
-                    cluster.add_placements(added)
-                return added
-
-            spec = ReplicaSpec(workload.model.name, workload.model.params_b, workload.model.dtype,
-                               max_batch=job.batch_size, max_new_tokens=job.max_new_tokens,
-                               threads=1 if local else None)
-            executor = Executor(jobs, revision, spec, replan=replan,
-                                on_event=lambda message: console.print(f"  {message}") if console else None)
-            report.runs.append(_run_batch(executor, workload, mine, base_dir, jobs, revision, console))
+        serving: list[tuple[Any, WorkloadRun]] = []
+        try:
+            _launch_all(planned, fleet, placements, jobs, revision, report, serving, cluster, base_dir, local, address,
+                        http_port, console)
+        except KeyboardInterrupt:  # Ctrl-C while serve jobs deploy stops them like Ctrl-C while serving
+            if not serving:
+                raise
+            serve_for = 0.0
+        live = [(serve_job, result) for serve_job, result in serving if result.state == State.RUNNING]
+        if live and (local or serve_for is not None):
+            _serve(live, serve_for, console)
+        for _, result in serving:
+            if result.run_id is not None:
+                result.cost = sum(replica.cost_so_far() for replica in jobs.replicas(result.run_id))
     finally:
         if ray.is_initialized():
             ray.shutdown()
         if cluster is not None:
             cluster.shutdown()
     return report
+
+
+def _launch_all(planned: Any, fleet: list[Any], placements: list[Any], jobs: JobStore, revision: str,
+                report: RunReport, serving: list, cluster: Any, base_dir: Path, local: bool, address: str | None,
+                http_port: int, console: Any) -> None:
+    """Batch jobs to completion, then serve jobs deployed (appended to ``serving`` as they are)."""
+    from scheduler.executor import Executor
+    from scheduler.replica import ReplicaSpec
+
+    for workload in sorted(fleet, key=lambda w: w.job.kind != "batch"):  # stable: priority order kept
+        job = workload.job
+        mine = [p for p in placements if p.workload == workload.name]
+        if not mine:
+            report.runs.append(WorkloadRun(workload.name, job.kind, State.FAILED,
+                                           error="the plan placed nothing (see gpu-supply plan)"))
+            continue
+
+        def replan(name: str, lost: list[Any], replicas: int, workload: Any = workload) -> list[Any]:
+            exclude = {(p.provider, p.region, p.instance_type, p.pricing) for p in lost}
+            added = planned.replan(workload, replicas, lost[0].tensor_parallel, exclude)
+            if cluster is not None and added:
+                cluster.add_placements(added)
+            return added
+
+        spec = ReplicaSpec(workload.model.name, workload.model.params_b, workload.model.dtype,
+                           max_batch=job.batch_size, max_new_tokens=job.max_new_tokens,
+                           threads=1 if local else None)
+        on_event = (lambda message: console.print(f"  {message}")) if console else None
+        if job.kind == "serve":
+            serve_job = ServeJob(jobs, revision, workload, spec, replan, on_event)
+            result = WorkloadRun(workload.name, "serve", State.RUNNING, endpoint=_endpoint(workload, local, address,
+                                                                                           http_port))
+            report.runs.append(result)
+            serving.append((serve_job, result))  # before deploying: Ctrl-C mid-deploy stops it too
+            if not _deploy(serve_job, result, mine, local, http_port, console):
+                serving.pop()
+            continue
+        executor = Executor(jobs, revision, spec, replan=replan, on_event=on_event)
+        report.runs.append(_run_batch(executor, workload, mine, base_dir, jobs, revision, console))
 
 
 def _run_batch(executor: Any, workload: Any, placements: list[Any], base_dir: Path, jobs: JobStore, revision: str,
@@ -146,6 +181,96 @@ def _run_batch(executor: Any, workload: Any, placements: list[Any], base_dir: Pa
     if previous is not None and previous.state == State.SUCCEEDED and console is not None:
         console.print(f"  {workload.name}: already done at plan revision {revision}; nothing launched")
     return result
+
+
+def _endpoint(workload: Any, local: bool, address: str | None, http_port: int) -> str:
+    from scheduler.serving import route_of
+
+    return f"http://{'127.0.0.1' if local else _host_of(address)}:{http_port}{route_of(workload)}"
+
+
+def _deploy(serve_job: Any, result: WorkloadRun, placements: list[Any], local: bool, http_port: int,
+            console: Any) -> bool:
+    """Deploy a serve job and check its endpoint; False when it failed, or when this plan revision
+    is already serving on the cluster (nothing deployed)."""
+    from scheduler.serving import start_serve
+
+    workload = serve_job.workload
+    previous = serve_job.jobs.run(serve_job.revision, workload.name)
+    try:
+        start_serve(local, http_port)
+        if not local and previous is not None and previous.state == State.RUNNING and serve_job.is_deployed():
+            result.run_id = previous.id
+            if console is not None:
+                console.print(f"  {workload.name}: already serving at plan revision {serve_job.revision}; "
+                              "nothing deployed")
+            return False
+        with _status(console, f"{workload.name}: deploying {sum(p.replicas for p in placements)} replica(s)"):
+            serve_job.deploy(placements)
+        result.run_id = serve_job.run_id
+        _check_endpoint(result.endpoint, must_answer=local)
+    except UserError as error:
+        result.state, result.error = State.FAILED, error.line()
+        result.run_id = serve_job.run_id
+        if serve_job.run_id is not None:
+            serve_job.stop(State.FAILED)
+        return False
+    if console is not None:
+        console.print(f"  {workload.name}: serving at {result.endpoint} (POST /generate, GET /health), "
+                      f"{serve_job.running()} replica(s)")
+    return True
+
+
+def _check_endpoint(endpoint: str, must_answer: bool) -> None:
+    """The endpoint's health, then one generation; from a machine that cannot reach an existing
+    cluster's endpoint this is skipped."""
+    import httpx
+
+    try:
+        health = httpx.get(f"{endpoint}/health", timeout=30)
+        answer = httpx.post(f"{endpoint}/generate", json={"prompt": "Is GPU supply serving?"}, timeout=60)
+    except httpx.HTTPError as error:
+        if must_answer:
+            raise UserError("run", f"{endpoint} did not answer ({type(error).__name__})",
+                            "check the Serve proxy (ray logs)") from None
+        return
+    if health.status_code != 200 or answer.status_code != 200:
+        raise UserError("run", f"{endpoint}: health {health.status_code}, generate {answer.status_code} "
+                               f"({answer.text[:200]})", "check the replica logs (ray logs)")
+
+
+def _serve(live: list[tuple[Any, WorkloadRun]], seconds: float | None, console: Any) -> None:
+    """Keep serving (rows in step, lost placements re-planned) until ``seconds`` pass or Ctrl-C; then stop."""
+    import time
+
+    from scheduler.serving import WATCH_PERIOD_S
+
+    if console is not None:
+        console.print("  serving " + (f"for {seconds:g} s" if seconds is not None else "until Ctrl-C"))
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(WATCH_PERIOD_S if deadline is None else max(min(WATCH_PERIOD_S, deadline - time.monotonic()), 0))
+            for serve_job, result in live:
+                if result.state == State.RUNNING:
+                    try:
+                        serve_job.tick()
+                    except UserError as error:
+                        result.state, result.error = State.FAILED, error.line()
+    except KeyboardInterrupt:
+        if console is not None:
+            console.print("  stopping")
+    for serve_job, result in live:
+        serve_job.stop(State.SUCCEEDED if result.state == State.RUNNING else State.FAILED)
+        result.replans = serve_job.replans
+        if result.state == State.RUNNING:
+            result.state = State.SUCCEEDED
+
+
+def _host_of(address: str | None) -> str:
+    """The host an existing cluster's endpoint is reached at: the head's, from ``HEAD:6379`` or ``ray://HEAD:10001``."""
+    text = (address or "").removeprefix("ray://")
+    return text.rsplit(":", 1)[0] if text and text != "auto" else "127.0.0.1"
 
 
 def _finished(jobs: JobStore, revision: str, workload: Any, base_dir: Path) -> bool:

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Index, select, update
 from sqlalchemy.engine import Engine
@@ -96,6 +97,12 @@ class ReplicaPlace:
     gpu: str
     market: str
     cost_per_hour: float
+
+    @classmethod
+    def of(cls, placement: Any) -> ReplicaPlace:
+        """A replica of ``placement``, with its share of the nodes' price."""
+        return cls(placement.provider, placement.region, placement.instance_type, placement.gpu,
+                   placement.pricing, placement.cost_per_hour / max(placement.replicas, 1))
 
 
 class JobStore:

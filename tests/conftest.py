@@ -52,6 +52,20 @@ def empty_db(tmp_path, monkeypatch) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small local multi-node Ray cluster for every test that runs replicas (CI stays fast);
+    tests add the nodes they need with ``add_placements``."""
+    ray = pytest.importorskip("ray")
+    from scheduler.cluster import LocalCluster
+
+    local = LocalCluster()
+    ray.init(address=local.address, log_to_driver=False, logging_level="warning")
+    yield local
+    ray.shutdown()
+    local.shutdown()
+
+
 def run_main(monkeypatch, capsys, *args):
     """Through the real entry point, which turns errors into one line and an exit code."""
     monkeypatch.setattr(sys, "argv", ["gpu-supply", *args])

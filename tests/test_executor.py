@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
 from gpu_supply.errors import UserError  # noqa: E402
-from scheduler.cluster import LABEL_PREFIX, LocalCluster, cluster_nodes  # noqa: E402
+from scheduler.cluster import LABEL_PREFIX, cluster_nodes  # noqa: E402
 from scheduler.executor import Executor, completed_ids, read_prompts  # noqa: E402
 from scheduler.plans import Placement  # noqa: E402
 from scheduler.replica import ReplicaSpec  # noqa: E402
@@ -47,13 +47,9 @@ def answered(path):
     return lines
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    local = LocalCluster()
-    ray.init(address=local.address, log_to_driver=False, logging_level="warning")
-    yield local
-    ray.shutdown()
-    local.shutdown()
+@pytest.fixture
+def cluster(ray_cluster):
+    return ray_cluster
 
 
 @pytest.fixture
