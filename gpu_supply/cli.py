@@ -329,8 +329,8 @@ def _make_plan(workloads: Path, offers_csv: Path | None, time_limit: float, solv
         from pricing.query import OfferQuery, OfferReader
 
         supply = OfferReader(settings.database_url()).offers(OfferQuery(), fx_table)
-    profile_path = profiles or (DEFAULT_PROFILES if DEFAULT_PROFILES.exists() else None)
-    profile_rows = load_profiles(profile_path) if profile_path else None
+    paths = [profiles] if profiles else [path for path in (DEFAULT_PROFILES, settings.profiles_path()) if path.exists()]
+    profile_rows = [row for path in paths for row in load_profiles(path)] or None
     options = PlanOptions(time_limit_s=time_limit, solver=solver.lower(), unknown_capacity=unknown_capacity,
                           currency=currency.upper())
     result = plan(fleet, supply, options=options, fx=fx_table, profiles=profile_rows)
@@ -489,6 +489,66 @@ def _print_runs(report) -> None:
         if run.error:
             line += f"; [red]{run.error}[/red]"
         stdout.print(line)
+
+
+@app.command("profile")
+def profile_command(
+    model: Annotated[Optional[str], typer.Option("--model", help="A model by name (e.g. llama-3-8b; see docs/ray.md).")] = None,
+    params_b: Annotated[Optional[float], typer.Option("--params-b", help="Or a Llama-shaped model of this many billion parameters.")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="The GPU to measure (with --address: run on a node labelled with it).")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="bf16, fp16 or fp32.")] = "bf16",
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1,8,32",
+    input_tokens: Annotated[str, typer.Option("--input-tokens", help="Prompt lengths, comma-separated.")] = "512",
+    output_tokens: Annotated[int, typer.Option("--output-tokens", help="Tokens generated per measurement.")] = 128,
+    engine_name: Annotated[str, typer.Option("--engine", help="static (the jobs' runtime) or eager (transformers generate, for comparison).")] = "static",
+    device: Annotated[Optional[str], typer.Option("--device", help="Force a torch device (e.g. cpu); default: the GPU.")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="Run as a Ray task on this cluster (HEAD:6379 or ray://...).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Profile table to append to (default: the one plan reads, $GPU_SUPPLY_PROFILES).")] = None,
+    output: FormatOpt = OutputFormat.table,
+) -> None:
+    """Measure prefill and decode speed of a random-weight model on a GPU and append the rows to the
+    profile table the optimizer reads. Runs here, or with --address as a Ray task on a node with that GPU."""
+    from scheduler import profiler
+    from scheduler.engine import model_arch
+
+    if (model is None) == (params_b is None):
+        raise UserError("--model/--params-b", "give exactly one", "e.g. --model llama-3-8b or --params-b 8")
+    request = profiler.ProfileRequest(model_arch(model, params_b), gpu, dtype, profiler.ints(batch, "batch"),
+                                      profiler.ints(input_tokens, "input-tokens"), output_tokens, engine_name, device)
+    table = out or settings.profiles_path()
+    rows = []
+    if output is OutputFormat.table:
+        stderr.print(f"{request.arch.name} ({request.arch.params_b:.2f}B) {dtype}, engine {engine_name}"
+                     + (f", as a Ray task on {address}" if address else ""))
+        stdout.print("  ".join(f"{h:>14}" for h in profiler.ROW_HEADER), highlight=False)
+    for node, row in _profile_rows(request, address):
+        rows.append(row)
+        if output is OutputFormat.table:
+            stdout.print("  ".join(f"{cell:>14}" for cell in profiler.row_cells(row)) + (f"  node {node[:8]}" if node else ""),
+                         highlight=False)
+    if output is not OutputFormat.table:
+        _emit_rows(rows, output)
+    profiler.append_profiles(table, rows)
+    stderr.print(f"appended {len(rows)} row(s) to {table}")
+
+
+def _profile_rows(request, address: str | None):
+    """(node, row) pairs: measured in this process, or by a Ray task on the cluster at ``address``."""
+    from scheduler import profiler
+
+    if address is None:
+        for row in profiler.profile(request):
+            yield None, row
+        return
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--address", "Ray is not installed here", "pip install 'ray[default]', or profile without --address") from None
+    ray.init(address=address, logging_level="warning", log_to_driver=False, configure_logging=False)
+    try:
+        yield from profiler.profile_on_cluster(request)
+    finally:
+        ray.shutdown()
 
 
 @app.command("ray-config")

@@ -3,6 +3,8 @@
 - ``GPU_SUPPLY_DB``: any SQLAlchemy URL; default a SQLite file in the user's data directory.
 - ``GPU_SUPPLY_CONFIG``: a TOML file; default ``config.toml`` in the user's config directory.
   It may hold ``[fx]`` rates (units per USD), e.g. ``CNY = 7.1``.
+- ``GPU_SUPPLY_PROFILES``: the profile table ``gpu-supply profile`` appends to and ``plan`` reads
+  besides the shipped one; default ``profiles.csv`` in the user's data directory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ def database_url() -> str:
     directory = Path(user_data_dir(APP_NAME, appauthor=False))
     directory.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{directory / 'gpu-supply.db'}"
+
+
+def profiles_path() -> Path:
+    explicit = os.environ.get("GPU_SUPPLY_PROFILES", "").strip()
+    if explicit:
+        return Path(explicit)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False)) / "profiles.csv"
 
 
 def config_path() -> Path:

@@ -11,7 +11,9 @@ cache) over this GPU's measured copy bandwidth.
 
     python -m scheduler.profiler --model llama-3-8b --gpu H100 --batch 1,8,32 --out profiles.csv
 
-runs wherever torch and transformers are installed; it needs no Ray.
+runs wherever torch and transformers are installed; it needs no Ray. ``gpu-supply profile`` runs
+it in-process, or with ``--address`` as a Ray task on a node labelled with the GPU asked for
+(``profile_on_cluster``), rows streamed back as they are measured.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gpu_supply import gpus
 from gpu_supply.errors import UserError
@@ -117,30 +119,57 @@ def _row(request: ProfileRequest, arch: engine.ModelArch, batch: int, length: in
             "roofline_decode_tokens_per_s": round(roofline, 1), "roofline_fraction": round(batch / tpot / roofline, 3)}
 
 
-def profile(request: ProfileRequest, on_row: Any = None) -> list[dict[str, Any]]:
-    """Measure every (prompt length, batch) point of ``request``; rows in the profile table's columns."""
+def profile(request: ProfileRequest) -> Iterator[dict[str, Any]]:
+    """Measure every (prompt length, batch) point of ``request``; rows in the profile table's columns,
+    each as soon as it is measured. A GPU asked for must be this machine's, unless the request
+    forces the CPU (``device="cpu"``: then the rows say CPU)."""
     import torch
     import transformers
 
     device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gpu, hardware = _device_gpu(device)
-    if request.gpu is not None and gpus.resolve(request.gpu) != gpu:
+    if request.gpu is not None and request.device != "cpu" and gpus.resolve(request.gpu) != gpu:
         raise UserError("gpu", f"this machine has {gpu}, not {request.gpu}",
-                        "run on a node with that GPU (gpu-supply profile schedules it there on Ray)")
+                        "run on a node with that GPU (gpu-supply profile --address schedules it there on Ray)")
     arch = request.arch
     bandwidth = copy_bandwidth(device)
     versions = f"torch {torch.__version__}; transformers {transformers.__version__}"
     model = engine.build_model(arch, request.dtype, device.type)
     max_len = max(request.input_tokens) + request.output_tokens
     measure = _static_points if request.engine == "static" else _eager_points
-    rows = []
     for batch, length, prefill_tps, decode_seconds in measure(model, request, arch, device, max_len):
-        row = _row(request, arch, batch, length, prefill_tps, decode_seconds, bandwidth, gpu, hardware,
+        yield _row(request, arch, batch, length, prefill_tps, decode_seconds, bandwidth, gpu, hardware,
                    f"{request.engine}; {versions}")
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-    return rows
+
+
+def profile_on_cluster(request: ProfileRequest) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Run ``profile`` as a Ray task (``ray.init`` done) on a node labelled with the request's GPU
+    (any GPU node when it names none), holding one GPU; yields (node id, row) as rows are measured.
+    Fails fast when no live node has that GPU (Ray would leave the task pending forever)."""
+    import ray
+
+    from scheduler.cluster import LABEL_PREFIX, cluster_nodes
+
+    selector = {}
+    if request.gpu is not None:
+        canonical = gpus.resolve(request.gpu)
+        if canonical is None:
+            raise UserError("gpu", f"unknown GPU {request.gpu!r}", "see `gpu-supply gpus`")
+        selector = {LABEL_PREFIX + "gpu": canonical}
+    nodes = [node for node in cluster_nodes() if node.alive and node.gpus >= 1]
+    if not any(node.satisfies(selector, 1) for node in nodes):
+        have = sorted({node.labels.get(LABEL_PREFIX + "gpu", "unlabelled") for node in nodes}) or ["no GPU nodes"]
+        raise UserError("gpu", f"no live node labelled gpu={selector.get(LABEL_PREFIX + 'gpu', 'any')} with a GPU "
+                               f"(cluster has: {', '.join(have)})", "start one (docs/ray.md) or pick another --gpu")
+
+    @ray.remote(num_gpus=1, num_cpus=0, num_returns="streaming")
+    def measure(request: ProfileRequest) -> Iterator[tuple[str, dict[str, Any]]]:
+        node = ray.get_runtime_context().get_node_id()
+        for row in profile(request):
+            yield node, row
+
+    for ref in measure.options(label_selector=selector).remote(request):
+        yield ray.get(ref)
 
 
 def _prompts(generator: Any, batch: int, length: int, vocab: int) -> list[list[int]]:
@@ -212,7 +241,7 @@ def append_profiles(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def _ints(text: str, field: str) -> tuple[int, ...]:
+def ints(text: str, field: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
@@ -234,24 +263,30 @@ def request_from_args(argv: list[str] | None = None) -> tuple[ProfileRequest, Pa
     parser.add_argument("--out", type=Path, help="profile table to append to")
     args = parser.parse_args(argv)
     request = ProfileRequest(engine.model_arch(args.model, args.params_b), args.gpu, args.dtype,
-                             _ints(args.batch, "batch"), _ints(args.input_tokens, "input-tokens"), args.output_tokens,
+                             ints(args.batch, "batch"), ints(args.input_tokens, "input-tokens"), args.output_tokens,
                              args.engine, args.device)
     return request, args.out
+
+
+ROW_HEADER = ("batch", "input", "prefill tok/s", "decode tok/s", "tpot ms", "roofline tok/s", "of roofline")
+
+
+def row_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """A measured row as the profilers print it, under ``ROW_HEADER``."""
+    return tuple(str(value) for value in (
+        row["batch"], row["input_tokens"], row["prefill_tokens_per_s"], row["decode_tokens_per_s"], row["tpot_ms"],
+        row["roofline_decode_tokens_per_s"], f"{row['roofline_fraction']:.0%}"))
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         request, out = request_from_args(argv)
-        header = ("batch", "input", "prefill tok/s", "decode tok/s", "tpot ms", "roofline tok/s", "of roofline")
         print(f"{request.arch.name} ({request.arch.params_b:.2f}B) {request.dtype}, engine {request.engine}")
-        print("  ".join(f"{h:>14}" for h in header), flush=True)
-
-        def show(row: dict[str, Any]) -> None:
-            values = (row["batch"], row["input_tokens"], row["prefill_tokens_per_s"], row["decode_tokens_per_s"],
-                      row["tpot_ms"], row["roofline_decode_tokens_per_s"], f"{row['roofline_fraction']:.0%}")
-            print("  ".join(f"{v:>14}" for v in values), flush=True)
-
-        rows = profile(request, show)
+        print("  ".join(f"{h:>14}" for h in ROW_HEADER), flush=True)
+        rows = []
+        for row in profile(request):
+            rows.append(row)
+            print("  ".join(f"{cell:>14}" for cell in row_cells(row)), flush=True)
     except UserError as error:
         print(f"error: {error.line()}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ def tiny_request(**overrides):
 
 @pytest.mark.parametrize("engine_name", ["static", "eager"])
 def test_profile_rows_land_in_the_table_the_optimizer_reads(tmp_path, engine_name):
-    rows = profiler.profile(tiny_request(engine=engine_name))
+    rows = list(profiler.profile(tiny_request(engine=engine_name)))
     assert [(row["batch"], row["input_tokens"]) for row in rows] == [(1, 8), (2, 8), (1, 16), (2, 16)]
     for row in rows:
         assert set(PROFILE_COLUMNS) <= set(row) and row["gpu"] == "CPU" and row["engine"] == engine_name
@@ -39,7 +39,7 @@ def test_python_m_entry_point_appends_rows(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "tiny-llama", "--device", "cpu", "--gpu", "H100"], "gpu: this machine has CPU, not H100"),
+    (["--model", "tiny-llama", "--gpu", "H100"], "gpu: this machine has CPU, not H100"),
     (["--model", "tiny-llama", "--batch", "1,x"], "batch: '1,x' is not a comma-separated list of integers"),
     (["--model", "tiny-llama", "--batch", "0"], "batch: batch sizes must be positive"),
     (["--params-b", "0"], "params-b"),
@@ -48,3 +48,34 @@ def test_bad_requests_exit_2_with_one_line(args, message, capsys):
     assert profiler.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_gpu_supply_profile_appends_to_the_table_plan_reads(tmp_path, monkeypatch, capsys):
+    import json
+
+    from conftest import run_main
+
+    table = tmp_path / "mine.csv"
+    monkeypatch.setenv("GPU_SUPPLY_PROFILES", str(table))
+    code, out, err = run_main(monkeypatch, capsys, "profile", "--model", "tiny-llama", "--device", "cpu", "--batch",
+                              "1,2", "--input-tokens", "8", "--output-tokens", "3", "--format", "json")
+    assert code in (0, None), err
+    rows = json.loads(out)
+    assert [row["batch"] for row in rows] == [1, 2] and f"appended 2 row(s) to {table}" in err
+    assert [row.batch for row in load_profiles(table)] == [1, 2]
+    code, _, err = run_main(monkeypatch, capsys, "profile", "--model", "tiny-llama", "--batch", "1,x")
+    assert code == 2 and "batch: '1,x' is not a comma-separated list of integers" in err
+    assert len(load_profiles(table)) == 2  # nothing half-written
+
+
+def test_profile_runs_as_a_ray_task_on_a_node_with_that_gpu(ray_cluster):
+    from gpu_supply.errors import UserError
+    from scheduler.cluster import node_labels
+
+    node = ray_cluster.add_node(node_labels("aws", "us-east-1", "T4", "on_demand", "profile-t4"), 1)
+    ray_cluster.wait_for_nodes()
+    measured = list(profiler.profile_on_cluster(tiny_request(gpu="T4", batches=(1, 2), input_tokens=(8,))))
+    assert [where for where, _ in measured] == [node.node_id] * 2  # the only node labelled T4
+    assert [row["batch"] for _, row in measured] == [1, 2] and measured[0][1]["gpu"] == "CPU"  # its CPU: forced
+    with pytest.raises(UserError, match=r"gpu: no live node labelled gpu=H200 with a GPU \(cluster has: "):
+        next(profiler.profile_on_cluster(tiny_request(gpu="H200")))
