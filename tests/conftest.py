@@ -66,6 +66,21 @@ def ray_cluster():
     local.shutdown()
 
 
+@pytest.fixture
+def jobs(tmp_path):
+    """A job/replica state store of its own."""
+    from scheduler.state import JobStore
+
+    return JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+def labels_of(node_id):
+    """The labels of a node of the connected Ray cluster."""
+    from scheduler.cluster import cluster_nodes
+
+    return next(node.labels for node in cluster_nodes() if node.node_id == node_id)
+
+
 def run_main(monkeypatch, capsys, *args):
     """Through the real entry point, which turns errors into one line and an exit code."""
     monkeypatch.setattr(sys, "argv", ["gpu-supply", *args])

@@ -11,16 +11,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import labels_of
 
 pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
 from gpu_supply.errors import UserError  # noqa: E402
-from scheduler.cluster import LABEL_PREFIX, cluster_nodes  # noqa: E402
+from scheduler.cluster import LABEL_PREFIX  # noqa: E402
 from scheduler.executor import Executor, completed_ids, read_prompts  # noqa: E402
 from scheduler.plans import Placement  # noqa: E402
 from scheduler.replica import ReplicaSpec  # noqa: E402
-from scheduler.state import JobStore, State  # noqa: E402
+from scheduler.state import State  # noqa: E402
 from scheduler.workloads import parse_workloads  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,15 +51,6 @@ def answered(path):
 @pytest.fixture
 def cluster(ray_cluster):
     return ray_cluster
-
-
-@pytest.fixture
-def jobs(tmp_path):
-    return JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-
-
-def labels_of(node_id):
-    return next(node.labels for node in cluster_nodes() if node.node_id == node_id)
 
 
 def test_replicas_land_only_on_nodes_with_their_placements_labels(cluster, jobs, tmp_path):

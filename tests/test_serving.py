@@ -12,16 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import labels_of
 
 pytest.importorskip("torch")
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
-from scheduler.cluster import LABEL_PREFIX, cluster_nodes  # noqa: E402
+from scheduler.cluster import LABEL_PREFIX  # noqa: E402
 from scheduler.plans import Placement  # noqa: E402
 from scheduler.replica import ReplicaSpec  # noqa: E402
 from scheduler.serving import ServeJob, start_serve  # noqa: E402
-from scheduler.state import JobStore, State  # noqa: E402
+from scheduler.state import State  # noqa: E402
 from scheduler.workloads import parse_workloads  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,15 +54,6 @@ def port(ray_cluster):
     start_serve(local=True, http_port=chosen)
     yield chosen
     serve.shutdown()
-
-
-@pytest.fixture
-def jobs(tmp_path):
-    return JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-
-
-def labels_of(node_id):
-    return next(node.labels for node in cluster_nodes() if node.node_id == node_id)
 
 
 def test_the_endpoint_generates_across_placements_and_rejects_bad_requests(ray_cluster, port, jobs):
