@@ -143,3 +143,20 @@ def test_gpu_supply_run_serves_the_local_example_until_interrupted(tmp_path, see
     assert (run["kind"], run["state"], run["endpoint"]) == ("serve", "succeeded", url)
     assert len({replica["provider"] for replica in document["replicas"]}) == 2
     assert {replica["state"] for replica in document["replicas"]} == {"succeeded"}
+
+
+def test_a_revision_already_serving_on_a_cluster_is_not_deployed_again(ray_cluster, port, jobs):
+    from scheduler.runs import WorkloadRun, _deploy
+
+    placements = [placement("serve-idem")]
+    ray_cluster.add_placements(placements)
+    first = ServeJob(jobs, "r-idem", serve_workload("idem"), SPEC)
+    first.deploy(placements)
+    try:
+        again = ServeJob(jobs, "r-idem", serve_workload("idem"), SPEC)
+        result = WorkloadRun("idem", "serve", State.RUNNING, endpoint=f"http://127.0.0.1:{port}/idem")
+        assert _deploy(again, result, placements, local=False, http_port=port, console=None) is False
+        assert result.run_id == first.run_id and result.state == State.RUNNING
+        assert len(jobs.replicas(first.run_id)) == 1  # nothing launched twice
+    finally:
+        first.stop()
