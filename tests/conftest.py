@@ -34,6 +34,12 @@ def seeded_template(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_user_profiles(tmp_path, monkeypatch):
+    """Plans in tests read the shipped profile table only, never a developer's own."""
+    monkeypatch.setenv("GPU_SUPPLY_PROFILES", str(tmp_path / "user-profiles.csv"))
+
+
 @pytest.fixture
 def seeded_db(seeded_template, tmp_path, monkeypatch) -> str:
     path = tmp_path / "store.db"
