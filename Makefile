@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/optimizer.py
 	$(BIN)/python benchmarks/refresh.py
+	$(BIN)/python benchmarks/executor.py
 
 # Jupyter on the project's environment (notebooks/README.md); `make test` runs every notebook.
 notebooks: $(STAMP)
