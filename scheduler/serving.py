@@ -39,7 +39,8 @@ BATCH_WAIT_S = 0.005
 # How often the driver brings the replica rows up to date while it serves.
 WATCH_PERIOD_S = 1.0
 REGISTRY_NAMESPACE = "gpu-supply"
-SERVE_NAMESPACE = "serve"  # where Ray Serve names its replica actors (SERVE_REPLICA::app#deployment#id)
+# Ray Serve's replica actors are named SERVE_REPLICA::<app>#<deployment>#<id> in its namespace.
+SERVE_NAMESPACE, SERVE_REPLICA_PREFIX = "serve", "SERVE_REPLICA::"
 
 
 def app_name(workload: Any) -> str:
@@ -283,7 +284,7 @@ class ServeJob:
                                   f"{state}: {reason}")
                     slot.replica_name = slot.record_id = None
             taken = {slot.replica_name for slot in slots}
-            prefix = f"SERVE_REPLICA::{self.app}#{name}#"
+            prefix = f"{SERVE_REPLICA_PREFIX}{self.app}#{name}#"
             fresh = sorted(replica for replica in nodes
                            if replica.startswith(prefix) and replica in alive and replica not in taken)
             for slot, replica in zip([slot for slot in slots if slot.replica_name is None], fresh):
