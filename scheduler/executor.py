@@ -388,22 +388,28 @@ class Executor:
         queue = deque(todo[i:i + job.batch_size] for i in range(0, len(todo), job.batch_size))
         # ref -> (host, replica, chunk of prompts), or (host, None, Probe) for a host's phases
         in_flight: dict[Any, tuple[Host, Replica | None, Any]] = {}
+        chunks_in_flight = 0
+        # Replicas that may take a chunk: one entry per free place, checked when taken (work per event,
+        # not per replica per round: the loop stays cheap at 1,000 replicas).
+        free: deque[Replica] = deque()
         last_progress = last_saved = time.monotonic()
         first_hosts = list(self.hosts)  # work starts once all of these run: the plan's replicas are all up
         with output_path.open("a", encoding="utf-8") as out:
-            while queue or any(replica is not None for _, replica, _ in in_flight.values()):
+            while queue or chunks_in_flight:
                 for host in self._unwatched:
                     in_flight[host.actor.placed.remote()] = (host, None, Probe.PLACED)
                     in_flight[host.actor.load.remote()] = (host, None, Probe.LOADED)
                 self._unwatched.clear()
                 if first_hosts:
                     first_hosts = [host for host in first_hosts if host in self.hosts and not host.ready]
-                for replica in replicas if not first_hosts else ():
-                    while queue and replica.state is State.RUNNING and replica.in_flight < IN_FLIGHT_PER_REPLICA:
+                while queue and free and not first_hosts:
+                    replica = free.popleft()
+                    if replica.state is State.RUNNING and replica.in_flight < IN_FLIGHT_PER_REPLICA:
                         chunk = queue.popleft()
                         ref = replica.host.actor.generate.remote(replica.index, chunk, job.max_new_tokens)
                         in_flight[ref] = (replica.host, replica, chunk)
                         replica.in_flight += 1
+                        chunks_in_flight += 1
                 refs = list(in_flight)
                 ready, _ = ray.wait(refs, num_returns=1, timeout=RETRY_PAUSE_S)
                 if ready:  # and whatever else is ready by now
@@ -413,6 +419,7 @@ class Executor:
                     host, replica, chunk = in_flight.pop(ref)
                     if replica is not None:
                         replica.in_flight -= 1
+                        chunks_in_flight -= 1
                     try:
                         results = ray.get(ref)
                     except RayActorError as error:
@@ -433,11 +440,13 @@ class Executor:
                         continue
                     if chunk is Probe.LOADED:
                         self._host_ready(host, report, on_ready)
+                        free.extend(r for r in host.replicas if r.host is host for _ in range(IN_FLIGHT_PER_REPLICA))
                         if first_hosts and all(h.ready for h in first_hosts):
                             report.placed_s = report.placed_s or time.monotonic() - started
                             report.running_s = time.monotonic() - started
                         continue
                     answered.append((results, replica.placement))
+                    free.append(replica)
                 if answered:
                     report.answered += _append_fresh(out, answered, done)
                     if time.monotonic() - last_saved > PROGRESS_SAVE_S or len(done) == total:
