@@ -520,12 +520,11 @@ def profile_command(
     if output is OutputFormat.table:
         stderr.print(f"{request.arch.name} ({request.arch.params_b:.2f}B) {dtype}, engine {engine_name}"
                      + (f", as a Ray task on {address}" if address else ""))
-        stdout.print("  ".join(f"{h:>14}" for h in profiler.ROW_HEADER), highlight=False)
+        stdout.print(profiler.header_line(), highlight=False)
     for node, row in _profile_rows(request, address):
         rows.append(row)
         if output is OutputFormat.table:
-            stdout.print("  ".join(f"{cell:>14}" for cell in profiler.row_cells(row)) + (f"  node {node[:8]}" if node else ""),
-                         highlight=False)
+            stdout.print(profiler.row_line(row) + (f"  node {node[:8]}" if node else ""), highlight=False)
     if output is not OutputFormat.table:
         _emit_rows(rows, output)
     profiler.append_profiles(table, rows)
@@ -540,10 +539,8 @@ def _profile_rows(request, address: str | None):
         for row in profiler.profile(request):
             yield None, row
         return
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--address", "Ray is not installed here", "pip install 'ray[default]', or profile without --address") from None
+    import ray
+
     ray.init(address=address, logging_level="warning", log_to_driver=False, configure_logging=False)
     try:
         yield from profiler.profile_on_cluster(request)

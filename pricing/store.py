@@ -144,7 +144,7 @@ class Store:
         observed_max = max((offer.observed_at for offer in offers), default=utcnow())
         with self.engine.begin() as connection:
             import_id = connection.execute(insert(CatalogImport).values(
-                source=source, kind=kind, imported_at=as_utc(utcnow()), data_date=data_date,
+                source=source, kind=kind, imported_at=utcnow(), data_date=data_date,
                 offers=len(offers), report=json.dumps(report or {}))).inserted_primary_key[0]
             offer_table = OfferRecord.__table__
             keys = [offer.key for offer in offers]
@@ -157,7 +157,7 @@ class Store:
             if fresh:
                 connection.execute(insert(offer_table), [
                     {"key": offer.key, "provider": offer.provider, "gpu": offer.gpu, "gpu_count": offer.gpu_count,
-                     "pricing": offer.pricing.value, "first_seen": as_utc(offer.observed_at),
+                     "pricing": offer.pricing.value, "first_seen": offer.observed_at,
                      **{name: getattr(offer, name) for name in _DESCRIPTIVE}} for offer in fresh])
                 for chunk_start in range(0, len(fresh), 500):
                     chunk = [offer.key for offer in fresh[chunk_start:chunk_start + 500]]
@@ -194,17 +194,17 @@ class Store:
                         if kind_of_change:
                             counts[scope][kind_of_change] += 1
                 observations.append({"offer_id": offer_id, "import_id": import_id,
-                                     "observed_at": as_utc(offer.observed_at),
+                                     "observed_at": offer.observed_at,
                                      "price_per_hour": offer.price_per_hour,
                                      "available_nodes": offer.available_nodes, "source": offer.source})
             seen_ids = {existing[offer.key]["id"] for offer in offers}
-            withdrawn = [{"offer_id": offer_id, "import_id": import_id, "observed_at": as_utc(observed_max),
+            withdrawn = [{"offer_id": offer_id, "import_id": import_id, "observed_at": observed_max,
                           "price_per_hour": None, "available_nodes": None, "source": row["source"]}
                          for offer_id, row in current.items()
                          if offer_id not in seen_ids and row["price_per_hour"] is not None
                          and any(in_scope(scope, row["provider"], row["region"], row["source"]) for scope in scopes)
                          and (row["provider"], row["region"], row["instance_type"], row["pricing"]) not in protected
-                         and as_utc(row["observed_at"]) <= as_utc(observed_max)]
+                         and as_utc(row["observed_at"]) <= observed_max]
             for entry in withdrawn:
                 row = current[entry["offer_id"]]
                 for scope in scopes:
@@ -219,7 +219,7 @@ class Store:
     @staticmethod
     def _record_outcomes(connection, outcomes: Iterable[UnitOutcome]) -> None:
         table = RefreshStatus.__table__
-        now = as_utc(utcnow())
+        now = utcnow()
         for outcome in outcomes:
             region = next((scope[1] for scope in outcome.scopes if scope[1]), None)
             source = next((scope[2] for scope in outcome.scopes if scope[2]), None)

@@ -66,7 +66,7 @@ def unsatisfiable(placements: list[Any], nodes: list[NodeInfo]) -> list[str]:
 
 
 class LocalCluster:
-    """A local multi-node Ray cluster standing in for a plan's nodes; a context manager."""
+    """A local multi-node Ray cluster standing in for a plan's nodes."""
 
     def __init__(self) -> None:
         from ray.cluster_utils import Cluster
@@ -117,9 +117,3 @@ class LocalCluster:
 
     def shutdown(self) -> None:
         self._cluster.shutdown()
-
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()

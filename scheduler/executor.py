@@ -173,6 +173,11 @@ class Host:
     placed: bool = False  # its process runs on the node
     ready: bool = False  # its models are loaded
 
+    @property
+    def members(self) -> list[Replica]:
+        """Its replicas still assigned to it (a lost host's replicas move on)."""
+        return [replica for replica in self.replicas if replica.host is self]
+
 
 @dataclass
 class BatchReport:
@@ -257,7 +262,7 @@ class Executor:
         self._unwatched.append(host)
 
     def _host_ready(self, host: Host, report: BatchReport, on_ready: Callable[[Replica], None] | None) -> None:
-        members = [replica for replica in host.replicas if replica.host is host]
+        members = host.members
         host.placed = host.ready = True
         self.jobs.replicas_running([replica.record_id for replica in members], host.node_id)
         back = [replica for replica in members if replica.lost_at is not None]
@@ -276,7 +281,7 @@ class Executor:
         """The host's node is gone: close its replicas' attempts and start the next ones elsewhere."""
         self.hosts.remove(host)
         self._lost_nodes.add(host.node_id)
-        members = [replica for replica in host.replicas if replica.host is host]
+        members = host.members
         placement = host.replicas[0].placement
         lost_state = State.PREEMPTED if placement.pricing == "spot" else State.FAILED
         self.jobs.replicas_finished([replica.record_id for replica in members], lost_state,
@@ -299,7 +304,7 @@ class Executor:
         now = time.monotonic()
         stranded = []
         for host in [host for host in self.hosts if not host.ready]:
-            members = [replica for replica in host.replicas if replica.host is host]
+            members = host.members
             lost = [replica.lost_at for replica in members if replica.lost_at is not None]
             if lost and not host.placed and now - min(lost) > self.restart_grace_s:
                 self._kill(host)
@@ -431,7 +436,7 @@ class Executor:
                     last_progress = time.monotonic()
                     if chunk is Probe.PLACED:
                         host.placed = True
-                        lost = [r.lost_at for r in host.replicas if r.host is host and r.lost_at is not None]
+                        lost = [r.lost_at for r in host.members if r.lost_at is not None]
                         if lost:
                             report.recovery_placed_s = max(report.recovery_placed_s or 0.0,
                                                            time.monotonic() - min(lost))
@@ -440,7 +445,7 @@ class Executor:
                         continue
                     if chunk is Probe.LOADED:
                         self._host_ready(host, report, on_ready)
-                        free.extend(r for r in host.replicas if r.host is host for _ in range(IN_FLIGHT_PER_REPLICA))
+                        free.extend(r for r in host.members for _ in range(IN_FLIGHT_PER_REPLICA))
                         if first_hosts and all(h.ready for h in first_hosts):
                             report.placed_s = report.placed_s or time.monotonic() - started
                             report.running_s = time.monotonic() - started

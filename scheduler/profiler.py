@@ -268,25 +268,32 @@ def request_from_args(argv: list[str] | None = None) -> tuple[ProfileRequest, Pa
     return request, args.out
 
 
-ROW_HEADER = ("batch", "input", "prefill tok/s", "decode tok/s", "tpot ms", "roofline tok/s", "of roofline")
+HEADER_CELLS = ("batch", "input", "prefill tok/s", "decode tok/s", "tpot ms", "roofline tok/s", "of roofline")
 
 
-def row_cells(row: dict[str, Any]) -> tuple[str, ...]:
-    """A measured row as the profilers print it, under ``ROW_HEADER``."""
-    return tuple(str(value) for value in (
-        row["batch"], row["input_tokens"], row["prefill_tokens_per_s"], row["decode_tokens_per_s"], row["tpot_ms"],
-        row["roofline_decode_tokens_per_s"], f"{row['roofline_fraction']:.0%}"))
+def _line(cells: tuple[Any, ...]) -> str:
+    return "  ".join(f"{cell!s:>14}" for cell in cells)
+
+
+def header_line() -> str:
+    return _line(HEADER_CELLS)
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """A measured row as the profilers print it, under ``header_line``."""
+    return _line((row["batch"], row["input_tokens"], row["prefill_tokens_per_s"], row["decode_tokens_per_s"],
+                  row["tpot_ms"], row["roofline_decode_tokens_per_s"], f"{row['roofline_fraction']:.0%}"))
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         request, out = request_from_args(argv)
         print(f"{request.arch.name} ({request.arch.params_b:.2f}B) {request.dtype}, engine {request.engine}")
-        print("  ".join(f"{h:>14}" for h in ROW_HEADER), flush=True)
+        print(header_line(), flush=True)
         rows = []
         for row in profile(request):
             rows.append(row)
-            print("  ".join(f"{cell:>14}" for cell in row_cells(row)), flush=True)
+            print(row_line(row), flush=True)
     except UserError as error:
         print(f"error: {error.line()}", file=sys.stderr)
         return 2

@@ -1,9 +1,9 @@
 """One inference replica: a model on this node's GPU (or CPU), answering batches of prompts.
 
-Ray-free, so it runs the same inside a Ray actor (``executor.py``), behind Ray Serve, and
-directly (tests). The engine is the built-in
-static-cache runtime (``engine.py``); models come from ``engine.MODELS`` or a size, with random
-weights and the in-process tokenizer, so no replica ever downloads anything.
+Ray-free, so it runs the same inside a node's host actor (``executor.py``), behind Ray Serve
+(``serving.py``), and directly (tests). The engine is the built-in static-cache runtime
+(``engine.py``); models come from ``engine.MODELS`` or a size, with random weights and the
+in-process tokenizer, so no replica ever downloads anything.
 """
 
 from __future__ import annotations
