@@ -20,7 +20,6 @@ from a MIP, or for large models a large-neighbourhood search of small exact MIPs
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections import defaultdict
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from ortools.math_opt import solution_pb2
+from ortools.math_opt import model_parameters_pb2, model_pb2, solution_pb2
 from ortools.math_opt.core.python import solver as core_solver
 from ortools.math_opt.python import callback, init_arguments, mathopt
 
@@ -49,6 +48,11 @@ HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
 LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve) rather than by one MIP
 LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
+MERGE_SECONDS = 2.0  # most seconds for merging the service-stage plan with the rounded LP (see _merge)
+ROUNDING_PASSES = 4  # roundings of the cost LP, each letting those the last left short pick first
+REPAIR_WORKLOADS = 120  # most workloads re-solved with one the rounded LP left short
+REPAIR_SECONDS = 2.0
+LNS_RELATED = 4  # workloads holding a seed's supplies re-solved with it
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
 REWARD_QUANTILE = 0.99  # unit price the pricing LP's service reward is based on (see _reward)
 SERVE_SHARE = 0.35  # of the time left, for the whole-node service MIP when supply is short
@@ -88,10 +92,10 @@ class _Result:
     def optimal(self) -> bool:
         return self.reason == mathopt.TerminationReason.OPTIMAL
 
-    def value(self, variable: mathopt.Variable) -> float:
+    def value(self, variable: _Variable) -> float:
         return float(self.values[variable.id]) if variable.id < len(self.values) else 0.0
 
-    def dual(self, constraint: mathopt.LinearConstraint) -> float:
+    def dual(self, constraint: _Row) -> float:
         return float(self.duals[constraint.id]) if constraint.id < len(self.duals) else 0.0
 
 
@@ -102,14 +106,81 @@ def _dense(vector) -> np.ndarray:
     return dense
 
 
-def _solve(model: mathopt.Model, solver: mathopt.SolverType, params: mathopt.SolveParameters,
-           hint: dict[mathopt.Variable, float] | None = None) -> _Result:
-    """mathopt.solve, with the result read straight from its proto (see _Result)."""
-    model_params = mathopt.ModelSolveParameters(
-        solution_hints=[mathopt.SolutionHint(variable_values=hint)] if hint else [])
-    raw = core_solver.solve(model.export_model(remove_names=True), solver.value,
-                            init_arguments.StreamableSolverInitArguments().to_proto(), params.to_proto(),
-                            model_params.to_proto(), None, callback.CallbackRegistration().to_proto(), None, None)
+class _Variable:
+    __slots__ = ("id", "lower_bound", "upper_bound", "integer")
+
+    def __init__(self, id_: int, lower_bound: float, upper_bound: float, integer: bool) -> None:
+        self.id, self.lower_bound, self.upper_bound, self.integer = id_, lower_bound, upper_bound, integer
+
+
+class _Row:
+    __slots__ = ("id", "program")
+
+    def __init__(self, id_: int, program: _Program) -> None:
+        self.id, self.program = id_, program
+
+    def set_coefficient(self, variable: _Variable, value: float) -> None:
+        self.program.entries.append((self.id, variable.id, value))
+
+
+class _Program:
+    """A linear (or mixed-integer) program kept as plain lists and handed to the solver as MathOpt's
+    ModelProto. Building it through ``mathopt.Model`` costs tens of microseconds per coefficient in
+    Python, more than the solves themselves once models reach tens of thousands of columns."""
+
+    def __init__(self) -> None:
+        self.variables: list[_Variable] = []
+        self.row_bounds: list[tuple[float, float]] = []
+        self.entries: list[tuple[int, int, float]] = []  # (row, variable, coefficient), each pair once
+        self.objective: dict[_Variable, float] = {}  # minimised
+
+    def add_variable(self, lb: float = 0.0, ub: float = math.inf, integer: bool = False) -> _Variable:
+        variable = _Variable(len(self.variables), lb, ub, integer)
+        self.variables.append(variable)
+        return variable
+
+    def add_row(self, lb: float = -math.inf, ub: float = math.inf,
+                terms: tuple[tuple[_Variable, float], ...] = ()) -> _Row:
+        row = _Row(len(self.row_bounds), self)
+        self.row_bounds.append((lb, ub))
+        for variable, value in terms:
+            row.set_coefficient(variable, value)
+        return row
+
+    def export(self) -> model_pb2.ModelProto:
+        proto = model_pb2.ModelProto()
+        variables = proto.variables
+        variables.ids.extend(range(len(self.variables)))
+        variables.lower_bounds.extend([variable.lower_bound for variable in self.variables])
+        variables.upper_bounds.extend([variable.upper_bound for variable in self.variables])
+        variables.integers.extend([variable.integer for variable in self.variables])
+        terms = sorted((variable.id, value) for variable, value in self.objective.items() if value)
+        proto.objective.linear_coefficients.ids.extend([id_ for id_, _ in terms])
+        proto.objective.linear_coefficients.values.extend([value for _, value in terms])
+        proto.linear_constraints.ids.extend(range(len(self.row_bounds)))
+        proto.linear_constraints.lower_bounds.extend([lb for lb, _ in self.row_bounds])
+        proto.linear_constraints.upper_bounds.extend([ub for _, ub in self.row_bounds])
+        if self.entries:
+            entries = np.array(self.entries)
+            order = np.lexsort((entries[:, 1], entries[:, 0]))
+            matrix = proto.linear_constraint_matrix
+            matrix.row_ids.extend(entries[order, 0].astype(np.int64).tolist())
+            matrix.column_ids.extend(entries[order, 1].astype(np.int64).tolist())
+            matrix.coefficients.extend(entries[order, 2].tolist())
+        return proto
+
+
+def _solve(program: _Program, solver: mathopt.SolverType, params: mathopt.SolveParameters,
+           hint: dict[_Variable, float] | None = None) -> _Result:
+    """One solve through MathOpt's core solver, with the result read straight from its proto (see _Result)."""
+    model_params = model_parameters_pb2.ModelSolveParametersProto()
+    if hint:
+        values = sorted((variable.id, value) for variable, value in hint.items())
+        solution = model_params.solution_hints.add().variable_values
+        solution.ids.extend([id_ for id_, _ in values])
+        solution.values.extend([value for _, value in values])
+    raw = core_solver.solve(program.export(), solver.value, init_arguments.StreamableSolverInitArguments().to_proto(),
+                            params.to_proto(), model_params, None, callback.CallbackRegistration().to_proto(), None, None)
     termination = raw.termination
     primal = raw.solutions[0].primal_solution if raw.solutions and raw.solutions[0].HasField("primal_solution") \
         else None
@@ -133,39 +204,52 @@ class _Model:
                  targets: list[float], capacity: np.ndarray | None = None) -> None:
         self.workloads, self.table, self.columns = workloads, table, columns
         self.capacity_left = table.capacity if capacity is None else capacity  # nodes these workloads may use
-        self.model = mathopt.Model(name="placement")
-        self.x: dict[tuple[int, int], mathopt.Variable] = {}
-        self.y: dict[tuple[int, str], mathopt.Variable] = {}
-        self.served: dict[int, mathopt.Variable] = {}
-        self.active: dict[int, mathopt.Variable] = {}  # spread workloads: served at all
-        self.cover: dict[int, mathopt.LinearConstraint] = {}
-        self.share: dict[int, mathopt.LinearConstraint] = {}
-        self.group: dict[tuple[int, str], mathopt.LinearConstraint] = {}
-        self.capacity: dict[int, mathopt.LinearConstraint] = {}
-        self.weight: dict[mathopt.Variable, float] = {}  # cost objective coefficient of each column
-        self.integers: list[mathopt.Variable] = []
+        self.model = _Program()
+        self.x: dict[tuple[int, int], _Variable] = {}
+        self.y: dict[tuple[int, str], _Variable] = {}
+        self.served: dict[int, _Variable] = {}
+        self.active: dict[int, _Variable] = {}  # spread workloads: served at all
+        self.cover: dict[int, _Row] = {}
+        self.share: dict[int, _Row] = {}
+        self.group: dict[tuple[int, str], _Row] = {}
+        self.capacity: dict[int, _Row] = {}
+        self.weight: dict[_Variable, float] = {}  # cost objective coefficient of each column
+        self.integers: list[_Variable] = []
+        self.costed = True  # whether the objective prices columns (not while maximising service alone)
+        self.generated: dict[int, list[int]] = defaultdict(list)  # workload -> positions with a variable
         self._groups: dict[int, np.ndarray] = {}
+        self.demand = np.array([workload.demand_units for workload in workloads])
+        self._has: dict[int, np.ndarray] = {}  # workload -> which of its columns have a variable
         for index, workload in enumerate(workloads):
             demand = workload.demand_units
-            served = self.model.add_variable(lb=0, ub=targets[index] / demand, name=f"s[{workload.name}]")
+            served = self.model.add_variable(lb=0, ub=targets[index] / demand)
             self.served[index] = served
             # Rows are in fractions of the workload's demand, so coefficients stay near 1 for any unit.
-            self.cover[index] = self.model.add_linear_constraint(-served >= 0, name=f"cover[{index}]")
+            self.cover[index] = self.model.add_row(lb=0, terms=((served, -1.0),))
             if workload.min_on_demand_share > 0:  # on-demand units >= share x all units provisioned
-                self.share[index] = self.model.add_linear_constraint(lb=0, name=f"share[{index}]")
+                self.share[index] = self.model.add_row(lb=0)
             spread = workload.spread.count
             if spread:  # all or nothing: k groups, each carrying demand/k, when served at all
-                active = self.model.add_variable(lb=0, ub=1, name=f"u[{index}]")
+                active = self.model.add_variable(lb=0, ub=1)
                 self.active[index] = active
                 self.integers.append(active)
-                self.model.add_linear_constraint(served - active <= 0)
-                needed = self.model.add_linear_constraint(lb=0, name=f"spread[{index}]")
-                needed.set_coefficient(active, -spread)
-                self.group[(index, "")] = needed
+                self.model.add_row(ub=0, terms=((served, 1.0), (active, -1.0)))
+                self.group[(index, "")] = self.model.add_row(lb=0, terms=((active, -spread),))
+
+    def upper_bounds(self, index: int, positions: np.ndarray) -> np.ndarray:
+        """Most nodes of these columns worth having: the supply's capacity, or what alone covers demand
+        (as in ``add``)."""
+        columns = self.columns[index]
+        alone = np.ceil(self.demand[index] / columns.units[positions] - 1e-9)
+        return np.minimum(self.capacity_left[columns.supply[positions]], alone)
+
+    def has_variable(self, index: int) -> np.ndarray:
+        if index not in self._has:
+            self._has[index] = np.zeros(len(self.columns[index]), dtype=bool)
+        return self._has[index]
 
     def group_key(self, workload: Workload, supply: int) -> str:
-        offer = self.table.supplies[supply].offer
-        return workload.spread.group(offer.provider, offer.region)
+        return self.table.spread_groups(workload.spread)[supply]
 
     def add(self, index: int, position: int) -> None:
         """Add column ``position`` of workload ``index`` with its coefficients in every row it touches."""
@@ -174,46 +258,47 @@ class _Model:
         workload, columns = self.workloads[index], self.columns[index]
         supply, units = int(columns.supply[position]), float(columns.units[position]) / workload.demand_units
         capacity = self.capacity_left[supply]
-        bound = math.ceil(1 / units - 1e-9)
-        variable = self.model.add_variable(lb=0, ub=min(capacity, bound), name=f"x[{index},{supply}]")
+        variable = self.model.add_variable(lb=0, ub=min(capacity, math.ceil(self.demand[index] / columns.units[position]
+                                                                        - 1e-9)))
         self.x[(index, position)] = variable
+        self.generated[index].append(position)
+        self.has_variable(index)[position] = True
         self.integers.append(variable)
         self.cover[index].set_coefficient(variable, units)
         self.weight[variable] = float(columns.weight[position])
-        self.model.objective.set_linear_coefficient(variable, self.weight[variable])
+        if self.costed:
+            self.model.objective[variable] = self.weight[variable]
         if index in self.share:
             on_demand = 0.0 if columns.spot[position] else 1.0
             self.share[index].set_coefficient(variable, (on_demand - workload.min_on_demand_share) * units)
         if math.isfinite(capacity):
             if supply not in self.capacity:
-                self.capacity[supply] = self.model.add_linear_constraint(ub=capacity, name=f"capacity[{supply}]")
+                self.capacity[supply] = self.model.add_row(ub=capacity)
             self.capacity[supply].set_coefficient(variable, 1)
         spread = workload.spread.count
         if spread:
             key = (index, self.group_key(workload, supply))
             if key not in self.group:
-                flag = self.model.add_variable(lb=0, ub=1, name=f"y[{index},{key[1]}]")
+                flag = self.model.add_variable(lb=0, ub=1)
                 self.y[key] = flag
                 self.integers.append(flag)
-                self.group[key] = self.model.add_linear_constraint(lb=0, name=f"group[{index},{key[1]}]")
-                self.group[key].set_coefficient(flag, -1 / spread)
+                self.group[key] = self.model.add_row(lb=0, terms=((flag, -1 / spread),))
                 self.group[(index, "")].set_coefficient(flag, 1)
             self.group[key].set_coefficient(variable, units)
 
-    def _served_value(self) -> mathopt.LinearExpression:
-        return mathopt.fast_sum(workload.priority * self.served[index] for index, workload in enumerate(self.workloads))
-
     def objective_penalised(self, penalty: list[float]) -> None:
         """Cost minus a large reward per unit of priority served: always feasible, for pricing columns."""
-        self.model.minimize(mathopt.fast_sum(weight * variable for variable, weight in self.weight.items())
-                            - mathopt.fast_sum(penalty[index] * self.served[index] for index in self.served))
+        self.costed = True
+        self.model.objective = {**self.weight, **{self.served[index]: -penalty[index] for index in self.served}}
 
     def objective_serve(self) -> None:
-        self.model.minimize(-mathopt.fast_sum(workload.priority * self.served[index]
-                                              for index, workload in enumerate(self.workloads)))
+        self.costed = False
+        self.model.objective = {self.served[index]: -float(workload.priority)
+                                for index, workload in enumerate(self.workloads)}
 
     def objective_cost(self) -> None:
-        self.model.minimize(mathopt.fast_sum(weight * variable for variable, weight in self.weight.items()))
+        self.costed = True
+        self.model.objective = dict(self.weight)
 
     def fix_served(self, levels: list[float] | None = None) -> None:
         """Hold each workload's service at ``levels`` (demand units; default: its upper bound)."""
@@ -228,9 +313,7 @@ class _Model:
     def groups_of(self, index: int) -> np.ndarray:
         """Spread group key of every column of a spread workload."""
         if index not in self._groups:
-            workload = self.workloads[index]
-            self._groups[index] = np.array([self.group_key(workload, int(supply))
-                                            for supply in self.columns[index].supply], dtype=object)
+            self._groups[index] = self.table.spread_groups(self.workloads[index].spread)[self.columns[index].supply]
         return self._groups[index]
 
     def capacity_duals(self, result: _Result) -> np.ndarray:
@@ -288,7 +371,7 @@ class _Model:
                     broken.add(index)
         return broken
 
-    def hint(self, assignment: dict[tuple[int, int], int]) -> dict[mathopt.Variable, float]:
+    def hint(self, assignment: dict[tuple[int, int], int]) -> dict[_Variable, float]:
         """A complete solution hint (nodes, served fractions, spread flags) from an assignment."""
         values = {variable: 0.0 for variable in self.x.values()}
         covered: dict[int, float] = defaultdict(float)
@@ -322,7 +405,8 @@ class _Solver:
         # Solves stop this early so that the plan, assembled afterwards, is ready within the limit.
         self.deadline = self.started + options.time_limit_s - FINISH_SECONDS[0] - FINISH_SECONDS[1] * workloads
         self.stages: list[str] = []
-        self.proven = False  # whether the last column generation priced out every column
+        self.lp_bound: float | None = None  # proven lower bound on the last column generation's full LP
+        self.lp_exact = False  # ...and it is that LP's optimum: every column priced out
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
         left = self.deadline - time.monotonic()
@@ -348,7 +432,7 @@ class _Solver:
             self.stages.append("lp-failed")
             return None
 
-    def mip(self, model: _Model, hint: dict[mathopt.Variable, float], share: float = 1.0,
+    def mip(self, model: _Model, hint: dict[_Variable, float], share: float = 1.0,
             most: float = math.inf) -> _Result | None:
         model.set_integer(True)
         solver = SOLVERS[self.options.solver]
@@ -369,11 +453,14 @@ class _Solver:
     def generate_columns(self, model: _Model, budget: float) -> _Result | None:
         """Column generation on the LP relaxation until no column has a negative reduced cost.
 
-        Stops early when ``budget`` (a share of the time left) is spent; the LP bound is then
-        reported as not proven.
+        Stops early when ``budget`` (a share of the time left) is spent. Every priced round also
+        gives a proven lower bound on the LP over all columns (``lp_bound``): the restricted LP's
+        value plus, for each column not yet generated, its negative reduced cost times its upper
+        bound (Lagrangian duality with the round's duals); once nothing prices out, it is the LP's
+        value itself (``lp_exact``).
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
-        self.proven = False
+        self.lp_exact, self.lp_bound = False, None
         result = None
         for _ in range(MAX_PRICING_ROUNDS):
             if not self.time_left():
@@ -383,45 +470,42 @@ class _Solver:
                 return result
             capacity_duals = model.capacity_duals(result)
             group_duals = model.group_duals(result)
-            added = 0
+            added, below = 0, 0.0
             for index in range(len(model.workloads)):
+                if model.served[index].upper_bound <= 0:  # unserved: its columns could only add cost
+                    continue
                 reduced = model.reduced_costs(result, capacity_duals, group_duals, index)
                 scale = np.maximum(1.0, np.abs(model.columns[index].weight))
-                candidates = np.flatnonzero(reduced < -REDUCED_COST_TOLERANCE * scale)
-                ranked = (int(p) for p in candidates[np.argsort(reduced[candidates], kind="stable")])
-                fresh = list(itertools.islice((p for p in ranked if (index, p) not in model.x), COLUMNS_PER_ROUND))
-                for position in fresh:
-                    model.add(index, position)
-                added += len(fresh)
+                fresh = np.flatnonzero(reduced < -REDUCED_COST_TOLERANCE * scale)
+                fresh = fresh[~model.has_variable(index)[fresh]]
+                if not len(fresh):
+                    continue
+                below += float(reduced[fresh] @ model.upper_bounds(index, fresh))
+                ranked = fresh[np.argsort(reduced[fresh], kind="stable")][:COLUMNS_PER_ROUND]
+                for position in ranked:
+                    model.add(index, int(position))
+                added += len(ranked)
+            bound = result.objective + below
+            self.lp_bound = bound if self.lp_bound is None else max(self.lp_bound, bound)
             if not added:
-                self.proven = True
+                self.lp_exact, self.lp_bound = True, result.objective
                 return result
             if time.monotonic() > stop:
-                return self.lp(model) if self.time_left() else result
-        return self.lp(model)
+                break
+        return self.lp(model) if self.time_left() else result
 
 
-def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable) -> list[int]:
+def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable) -> np.ndarray:
     """Cheapest columns per unit of demand (enough to cover it a few times over), the cheapest of each
     node shape (small nodes fill integer remainders), and the cheapest few of each spread group."""
-    positions = list(range(min(INITIAL_COLUMNS, len(columns))))
-    covered = sum(min(table.capacity[columns.supply[p]], 1e12) * columns.units[p] for p in positions)
-    position = len(positions)
-    while covered < COVER_FACTOR * workload.demand_units and position < len(columns):
-        positions.append(position)
-        covered += min(table.capacity[columns.supply[position]], 1e12) * columns.units[position]
-        position += 1
-    _, first_of_shape = np.unique(columns.replicas, return_index=True)
-    positions.extend(int(p) for p in first_of_shape)
+    covered = np.cumsum(np.minimum(table.capacity[columns.supply], 1e12) * columns.units)
+    enough = int(np.searchsorted(covered, COVER_FACTOR * workload.demand_units)) + 1
+    chosen = [np.arange(min(max(INITIAL_COLUMNS, enough), len(columns)))]
+    chosen.append(np.unique(columns.replicas, return_index=True)[1])
     if workload.spread.count:
-        per_group: dict[str, int] = defaultdict(int)
-        for position in range(len(columns)):
-            offer = table.supplies[int(columns.supply[position])].offer
-            key = workload.spread.group(offer.provider, offer.region)
-            if per_group[key] < SPREAD_COLUMNS_PER_GROUP:
-                per_group[key] += 1
-                positions.append(position)
-    return sorted(set(positions))
+        groups = table.spread_groups(workload.spread)[columns.supply]
+        chosen.extend(np.flatnonzero(groups == group)[:SPREAD_COLUMNS_PER_GROUP] for group in set(groups))
+    return np.unique(np.concatenate(chosen))
 
 
 def _reward(workload: Workload, columns: Columns) -> float:
@@ -443,11 +527,8 @@ def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float
         total = min(total, float(capacity[~columns.spot].sum()) / workload.min_on_demand_share)
     spread = workload.spread.count
     if spread:
-        per_group: dict[str, float] = defaultdict(float)
-        for position, supply in enumerate(columns.supply):
-            offer = table.supplies[int(supply)].offer
-            per_group[workload.spread.group(offer.provider, offer.region)] += float(capacity[position])
-        if sum(amount >= demand / spread for amount in per_group.values()) < spread:
+        _, group = np.unique(table.spread_groups(workload.spread)[columns.supply], return_inverse=True)
+        if int((np.bincount(group, weights=capacity) >= demand / spread).sum()) < spread:
             return 0.0
     return min(demand, total)
 
@@ -465,7 +546,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     warm = _previous_assignment(previous, workloads, columns, table) if previous is not None else {}
     for index, workload in enumerate(workloads):
         for position in _initial_positions(workload, columns[index], table):
-            model.add(index, position)
+            model.add(index, int(position))
     for index, position in [*greedy, *warm]:
         model.add(index, position)
     incumbent = _best_of(model, _drop_broken(model, greedy), _drop_broken(model, warm))
@@ -498,10 +579,18 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     generated column, or for models too large for that, a large-neighbourhood search."""
     lp = solver.generate_columns(model, budget=0.15)
     solver.stages.append("cost-lp")
-    incumbent = _best_of(model, incumbent, _round_lp(model, lp, incumbent))
+    rounded, first = _round_lp(model, lp, incumbent), []
+    for _ in range(ROUNDING_PASSES - 1):  # workloads rounding left short pick first next time
+        short = _short(model, rounded)
+        if not short:
+            break
+        first = list(dict.fromkeys([*short, *first]))
+        rounded = _best_of(model, rounded, _round_lp(model, lp, incumbent, first))
     if len(model.x) > LNS_ABOVE_COLUMNS:
+        incumbent = _merge(solver, model, [incumbent, _repair(solver, model, rounded)])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None, lp
+    incumbent = _best_of(model, incumbent, rounded)
     result = solver.mip(model, model.hint(incumbent)) if solver.time_left() else None
     solver.stages.append("cost-mip")
     solved = _solution(model, result)
@@ -511,62 +600,207 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     return chosen, result, lp
 
 
-def _improve(solver: _Solver, model: _Model, lp: _Result | None,
-             assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
-    """Large-neighbourhood search: the workloads whose whole nodes cost most above their LP share are
-    re-solved together, LNS_WORKLOADS at a time, as an exact MIP over their generated columns with the
-    capacity everyone else leaves; a better answer replaces theirs. Service levels stay fixed."""
-    if lp is None or not lp.feasible:
-        return assignment
-    size = len(model.workloads)
-    lp_cost, cost = np.zeros(size), np.zeros(size)
-    generated: dict[int, list[int]] = defaultdict(list)
-    for (index, position), variable in model.x.items():
-        generated[index].append(position)
-        lp_cost[index] += float(model.columns[index].weight[position]) * lp.value(variable)
-    nodes: dict[int, dict[int, int]] = defaultdict(dict)
-    used = np.zeros(len(model.table))
-    for (index, position), n in assignment.items():
-        nodes[index][position] = n
-        cost[index] += float(model.columns[index].weight[position]) * n
-        used[int(model.columns[index].supply[position])] += n
-    excess = cost - lp_cost
-    order = [int(index) for index in np.argsort(-excess, kind="stable")
-             if excess[index] > 1e-6 * max(cost[index], 1.0)]
-    for start in range(0, len(order), LNS_WORKLOADS):
-        if not solver.time_left():
-            break
-        chunk = order[start:start + LNS_WORKLOADS]
-        left = model.table.capacity - used
-        for index in chunk:
-            for position, n in nodes[index].items():
-                left[int(model.columns[index].supply[position])] += n
+class _Neighbourhoods:
+    """An assignment improved a few workloads at a time: the workloads of a neighbourhood are re-solved
+    together as an exact MIP over their generated columns, within the capacity everyone else leaves,
+    and a better answer (more service, or the same for less) replaces theirs. Service levels stay fixed."""
+
+    def __init__(self, solver: _Solver, model: _Model, assignment: dict[tuple[int, int], int]) -> None:
+        self.solver, self.model = solver, model
+        self.nodes: dict[int, dict[int, int]] = defaultdict(dict)  # workload -> column -> nodes
+        self.holders: dict[int, dict[int, int]] = defaultdict(dict)  # supply -> workload -> nodes
+        for (index, position), nodes in assignment.items():
+            self._put(index, position, nodes)
+
+    def _put(self, index: int, position: int, nodes: int) -> None:
+        self.nodes[index][position] = nodes
+        supply = int(self.model.columns[index].supply[position])
+        self.holders[supply][index] = self.holders[supply].get(index, 0) + nodes
+
+    def _clear(self, index: int) -> None:
+        for position, nodes in self.nodes.pop(index, {}).items():
+            supply = int(self.model.columns[index].supply[position])
+            self.holders[supply][index] -= nodes
+            if not self.holders[supply][index]:
+                del self.holders[supply][index]
+
+    @property
+    def assignment(self) -> dict[tuple[int, int], int]:
+        return {(index, position): n for index, mine in self.nodes.items() for position, n in mine.items()}
+
+    def costs(self) -> np.ndarray:
+        cost = np.zeros(len(self.model.workloads))
+        for index, mine in self.nodes.items():
+            weight = self.model.columns[index].weight
+            cost[index] = sum(float(weight[position]) * n for position, n in mine.items())
+        return cost
+
+    def full(self, supply: int) -> bool:
+        return sum(self.holders[supply].values()) >= self.model.table.capacity[supply] - 0.5
+
+    def blocking(self, index: int, positions) -> list[int]:
+        """Workloads holding the full supplies of these columns of ``index``, most nodes first: moving
+        them is what lets ``index`` reach those supplies."""
+        held: dict[int, int] = defaultdict(int)
+        for position in positions:
+            supply = int(self.model.columns[index].supply[position])
+            if self.full(supply):
+                for other, nodes in self.holders[supply].items():
+                    if other != index:
+                        held[other] += nodes
+        return sorted(held, key=lambda other: (-held[other], other))
+
+    def resolve(self, chunk: list[int], most: float = LNS_SECONDS) -> bool:
+        """Re-solve these workloads together; whether their nodes changed for the better."""
+        model = self.model
+        left = model.table.capacity.copy()
+        for supply, held in self.holders.items():
+            left[supply] -= sum(nodes for index, nodes in held.items() if index not in chunk)
         levels = [model.served[index].lower_bound * model.workloads[index].demand_units for index in chunk]
         part = _Model([model.workloads[i] for i in chunk], model.table, [model.columns[i] for i in chunk],
                       levels, capacity=left)
         part.fix_served(levels)
         for local, index in enumerate(chunk):
-            for position in sorted(set(generated[index]) | set(nodes[index])):
+            for position in sorted(set(model.generated[index]) | set(self.nodes[index])):
                 part.add(local, position)
         part.objective_cost()
         current = {(local, position): n for local, index in enumerate(chunk)
-                   for position, n in nodes[index].items()}
-        solved = _solution(part, solver.mip(part, part.hint(current), most=LNS_SECONDS))
+                   for position, n in self.nodes[index].items()}
+        solved = _solution(part, self.solver.mip(part, part.hint(current), most=most))
         if not solved or not _worse(part, current, solved):
-            continue
-        for local, index in enumerate(chunk):
-            for position, n in nodes.pop(index, {}).items():
-                used[int(model.columns[index].supply[position])] -= n
+            return False
+        for index in chunk:
+            self._clear(index)
         for (local, position), n in solved.items():
-            index = chunk[local]
-            nodes[index][position] = n
-            used[int(model.columns[index].supply[position])] += n
-            model.add(index, position)
-    return {(index, position): n for index, mine in nodes.items() for position, n in mine.items()}
+            self._put(chunk[local], position, n)
+            model.add(chunk[local], position)
+        return True
+
+    def search(self, seeds: list[int], related) -> bool:
+        """One pass over ``seeds``: each neighbourhood takes the next seeds not yet re-solved, each
+        with up to LNS_RELATED of the workloads ``related(seed)`` names, up to LNS_WORKLOADS in all."""
+        done: set[int] = set()
+        improved = False
+        pending = iter(seeds)
+        for seed in pending:
+            if not self.solver.time_left():
+                break
+            if seed in done:
+                continue
+            chunk: list[int] = []
+            while seed is not None and len(chunk) < LNS_WORKLOADS:
+                if seed not in done:
+                    chunk.append(seed)
+                    done.add(seed)
+                    for other in related(seed):
+                        if len(chunk) >= LNS_WORKLOADS or other in done:
+                            continue
+                        chunk.append(other)
+                        done.add(other)
+                        if len(chunk) % (LNS_RELATED + 1) == 0:
+                            break
+                seed = next(pending, None) if len(chunk) < LNS_WORKLOADS else None
+            improved |= self.resolve(chunk)
+        return improved
 
 
-def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int], int]
-              ) -> dict[tuple[int, int], int]:
+def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """The rounded LP with the workloads it left short of their service level completed, each re-solved
+    with the workloads holding the full supplies of its columns, and those holding theirs (the rounding
+    is close to the LP's cost; the service-stage plan it would otherwise lose to rarely is)."""
+    short = _short(model, rounded)
+    if not short:
+        return rounded
+    search = _Neighbourhoods(solver, model, rounded)
+    for index in short:
+        if not solver.time_left():
+            break
+        chunk, frontier = [index], [index]
+        while frontier and len(chunk) < REPAIR_WORKLOADS:  # its blockers, theirs, and so on
+            frontier = [other for held in frontier for other in search.blocking(held, model.generated[held])]
+            frontier = [other for other in dict.fromkeys(frontier) if other not in chunk]
+            frontier = frontier[:REPAIR_WORKLOADS - len(chunk)]
+            chunk.extend(frontier)
+        search.resolve(chunk, most=REPAIR_SECONDS)
+    return search.assignment
+
+
+def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int], int]]
+           ) -> dict[tuple[int, int], int]:
+    """The cheapest mix of candidate plans: each workload takes all its nodes from one candidate that
+    meets its service level, within every supply's capacity (a small 0-1 program). The first
+    candidate must meet every level; it is the hint."""
+    units_of = [columns.units for columns in model.columns]
+    options: dict[int, list[dict[int, int]]] = defaultdict(list)
+    for candidate in candidates:
+        mine: dict[int, dict[int, int]] = defaultdict(dict)
+        for (index, position), nodes in candidate.items():
+            mine[index][position] = nodes
+        for index, nodes in mine.items():
+            level = model.served[index].lower_bound * model.workloads[index].demand_units
+            covered = sum(float(units_of[index][position]) * n for position, n in nodes.items())
+            if covered >= level - 1e-6 and nodes not in options[index]:
+                options[index].append(nodes)
+    merge = _Program()
+    usage: dict[int, list[tuple[_Variable, int]]] = defaultdict(list)
+    hint, chosen = {}, {}
+    for index, choices in options.items():
+        variables = [merge.add_variable(0, 1, integer=True) for _ in choices]
+        merge.add_row(1, 1, terms=tuple((variable, 1.0) for variable in variables))
+        for number, (variable, nodes) in enumerate(zip(variables, choices)):
+            chosen[variable] = (index, nodes)
+            hint[variable] = 1.0 if number == 0 else 0.0
+            weight = model.columns[index].weight
+            merge.objective[variable] = sum(float(weight[position]) * n for position, n in nodes.items())
+            for position, n in nodes.items():
+                usage[int(model.columns[index].supply[position])].append((variable, n))
+    for supply, uses in usage.items():
+        if sum(n for _, n in uses) > model.table.capacity[supply]:
+            merge.add_row(ub=model.table.capacity[supply], terms=tuple((variable, float(n)) for variable, n in uses))
+    params = solver.params(mathopt.SolverType.HIGHS, most=MERGE_SECONDS, relative_gap_tolerance=1e-4)
+    try:
+        result = _solve(merge, mathopt.SolverType.HIGHS, params, hint)
+    except Exception:  # noqa: BLE001 - as in _Solver.mip: no result, keep the best candidate
+        result = None
+    merged = {(index, position): n for variable, (index, nodes) in chosen.items() if result.value(variable) > 0.5
+              for position, n in nodes.items()} if result is not None and result.feasible else {}
+    return _best_of(model, *candidates, merged)
+
+
+def _improve(solver: _Solver, model: _Model, lp: _Result | None,
+             assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """Large-neighbourhood search, in passes while they pay: the workloads whose whole nodes cost most
+    above their LP share are re-solved together with the workloads that hold the supplies their LP
+    share is on (so capacity can change hands, not only columns)."""
+    if lp is None or not lp.feasible:
+        return assignment
+    search = _Neighbourhoods(solver, model, assignment)
+    lp_cost = np.zeros(len(model.workloads))
+    support: dict[int, list[int]] = defaultdict(list)
+    for (index, position), variable in model.x.items():
+        value = lp.value(variable)
+        lp_cost[index] += float(model.columns[index].weight[position]) * value
+        if value > 1e-6:
+            support[index].append(position)
+    while solver.time_left():
+        cost = search.costs()
+        excess = cost - lp_cost
+        order = [int(index) for index in np.argsort(-excess, kind="stable")
+                 if excess[index] > 1e-6 * max(cost[index], 1.0)]
+        if not order or not search.search(order, lambda index: search.blocking(index, support[index])):
+            break
+    return search.assignment
+
+
+def _short(model: _Model, assignment: dict[tuple[int, int], int]) -> list[int]:
+    """Workloads this assignment serves less than their (fixed) service level."""
+    covered = _coverage(model, assignment)
+    return [index for index, workload in enumerate(model.workloads)
+            if covered[index] < model.served[index].lower_bound * workload.demand_units - 1e-6]
+
+
+def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int], int],
+              first: list[int] = ()) -> dict[tuple[int, int], int]:
     """Whole nodes near an LP solution's service and cost.
 
     Every workload takes the LP's nodes rounded down (never over capacity). Then, by priority, spread
@@ -578,17 +812,18 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
     """
     if lp is None or not lp.feasible:
         return {}
-    rounding = _Rounding(model)
+    rounding = _Rounding(model, -model.capacity_duals(lp))
     fallback_covered = _coverage(model, fallback)
     fallback_nodes: dict[int, dict[int, int]] = defaultdict(dict)
     for (index, position), nodes in fallback.items():
         fallback_nodes[index][position] = nodes
-    by_workload: dict[int, list[tuple[int, mathopt.Variable]]] = defaultdict(list)
+    by_workload: dict[int, list[tuple[int, _Variable]]] = defaultdict(list)
     for (index, position), variable in model.x.items():
         by_workload[index].append((position, variable))
         if lp.value(variable) >= 1 - 1e-6:
             rounding.take(index, position, math.floor(lp.value(variable) + 1e-6))
-    order = sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i))
+    order = list(dict.fromkeys([*first, *sorted(range(len(model.workloads)),
+                                                key=lambda i: (-model.workloads[i].priority, i))]))
     for index in order:
         workload = model.workloads[index]
         needed = lp.value(model.served[index]) * workload.demand_units
@@ -613,8 +848,9 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
 class _Rounding:
     """An assignment being built under the supplies' capacities (cheapest columns come first)."""
 
-    def __init__(self, model: _Model) -> None:
+    def __init__(self, model: _Model, scarcity: np.ndarray | None = None) -> None:
         self.model = model
+        self.scarcity = np.zeros(len(model.table)) if scarcity is None else scarcity  # per node, on top of price
         self.free = model.table.capacity.copy()
         self.nodes: dict[int, dict[int, int]] = defaultdict(dict)  # workload -> column -> nodes
         self.covered: dict[int, float] = defaultdict(float)
@@ -636,7 +872,10 @@ class _Rounding:
         cheapest column with room while they fit, then the column that covers the remainder cheapest."""
         cols = self.model.columns[index]
         positions = np.asarray(positions, dtype=np.int64)
-        units, weight = cols.units[positions].astype(float), cols.weight[positions].astype(float)
+        weight = cols.weight[positions] + self.scarcity[cols.supply[positions]]
+        order = np.argsort(weight / cols.units[positions], kind="stable")
+        positions, weight = positions[order], weight[order]
+        units = cols.units[positions].astype(float)
         target = self.covered[index] + needed
         while self.covered[index] < target - 1e-6:
             remainder = target - self.covered[index]
@@ -897,19 +1136,19 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, lp, opt
             explanations.append(_explain(index, workload, cols, mine, workload_cost, table, builder, used_by_supply))
     objective = sum(float(columns[index].weight[position]) * nodes
                     for (index, position), nodes in chosen.items()) if chosen else None
-    lp_bound = lp.objective if lp is not None and lp.optimal else None
+    lp_bound = solver.lp_bound
     if result is not None:  # the final MIP's own bound
         bound = result.dual_bound if math.isfinite(result.dual_bound) else None
         status = result.reason.name.lower()
-    else:  # improved piecewise (or not at all): the LP bound, when column generation proved it
-        bound = lp_bound if solver.proven else None
+    else:  # improved piecewise (or not at all): the LP bound
+        bound = lp_bound
         status = "feasible" if chosen else "not_solved"
     gap = (objective - bound) / max(abs(objective), 1e-9) if objective is not None and bound is not None else None
     report = SolverReport(
         solver=options.solver, status=status,
         objective=None if objective is None else round(objective, 2), bound=None if bound is None else round(bound, 2),
         gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - solver.started, 3),
-        lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_bound_proven=solver.proven,
+        lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_exact=solver.lp_exact,
         columns=len(model.x), stages=tuple(solver.stages))
     return Plan(options.currency, tuple(placements), tuple(unmet), tuple(explanations), report, assignment)
 

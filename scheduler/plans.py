@@ -52,8 +52,8 @@ class SolverReport:
     bound: float | None
     gap: float | None
     seconds: float
-    lp_bound: float | None  # LP relaxation of the final stage
-    lp_bound_proven: bool  # column generation priced out every feasible column: a bound for the full problem
+    lp_bound: float | None  # proven lower bound on the final stage's LP relaxation over every feasible column
+    lp_exact: bool  # column generation priced out every column: lp_bound is that LP's optimum itself
     columns: int
     stages: tuple[str, ...] = ()
 

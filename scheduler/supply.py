@@ -18,7 +18,7 @@ from gpu_supply import gpus
 from gpu_supply.offer import Offer, PricingModel
 from pricing.fx import FxTable
 from scheduler.throughput import DTYPE_BYTES, ModelShape, ThroughputModel, estimated_kv_bytes_per_token
-from scheduler.workloads import SpotPolicy, Workload
+from scheduler.workloads import Spread, SpotPolicy, Workload
 
 # Objective weight of spot capacity for `spot: preferred` workloads (reported costs stay real).
 SPOT_PREFERENCE = 0.95
@@ -77,9 +77,18 @@ class SupplyTable:
         self.min_term = np.array([offer.min_term_hours for offer in offers_])
         self.capacity = np.array([supply.capacity for supply in self.supplies])
         self.keys = [supply.offer.key for supply in self.supplies]
+        self._spread_groups: dict[bool, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.supplies)
+
+    def spread_groups(self, spread: Spread) -> np.ndarray:
+        """Every supply's spread group under this kind of spread (a provider, or a provider's region)."""
+        kind = bool(spread.min_providers)
+        if kind not in self._spread_groups:
+            self._spread_groups[kind] = np.array([spread.group(supply.offer.provider, supply.offer.region)
+                                                  for supply in self.supplies], dtype=object)
+        return self._spread_groups[kind]
 
 
 @dataclass(frozen=True)
