@@ -216,6 +216,7 @@ class _Model:
         self.weight: dict[_Variable, float] = {}  # cost objective coefficient of each column
         self.integers: list[_Variable] = []
         self.costed = True  # whether the objective prices columns (not while maximising service alone)
+        self.levels_fixed = False  # whether every workload's service is held at a level (cost stage)
         self.generated: dict[int, list[int]] = defaultdict(list)  # workload -> positions with a variable
         self._groups: dict[int, np.ndarray] = {}
         self.demand = np.array([workload.demand_units for workload in workloads])
@@ -305,6 +306,31 @@ class _Model:
         for index, variable in self.served.items():
             level = variable.upper_bound if levels is None else levels[index] / self.workloads[index].demand_units
             variable.upper_bound = variable.lower_bound = level
+        self.levels_fixed = True
+
+    def priced_bound(self, capacity_duals: np.ndarray) -> float:
+        """A lower bound on the cost LP over every column: capacity rows priced at their duals (minus
+        what that adds for capacity everyone has), and each workload covers its fixed level alone and
+        fractionally at price plus capacity price (its share and spread rules dropped, which can only
+        lower the bound)."""
+        scarcity = np.maximum(-capacity_duals, 0.0)  # <= rows of a minimisation have duals <= 0
+        finite = np.isfinite(self.capacity_left) & (scarcity > 0)
+        total = -float(scarcity[finite] @ self.capacity_left[finite])
+        for index, columns in enumerate(self.columns):
+            level = self.served[index].lower_bound * self.demand[index]
+            if level <= 0:
+                continue
+            price = columns.weight + scarcity[columns.supply]
+            order = np.argsort(price / columns.units, kind="stable")
+            nodes = self.upper_bounds(index, order)
+            reach = np.cumsum(nodes * columns.units[order])
+            last = int(np.searchsorted(reach, level))
+            if last >= len(order):
+                return -math.inf
+            before = reach[last - 1] if last else 0.0
+            total += float(price[order[:last]] @ nodes[:last]) \
+                + (level - before) / float(columns.units[order[last]]) * float(price[order[last]])
+        return total
 
     def set_integer(self, integer: bool) -> None:
         for variable in self.integers:
@@ -454,10 +480,11 @@ class _Solver:
         """Column generation on the LP relaxation until no column has a negative reduced cost.
 
         Stops early when ``budget`` (a share of the time left) is spent. Every priced round also
-        gives a proven lower bound on the LP over all columns (``lp_bound``): the restricted LP's
-        value plus, for each column not yet generated, its negative reduced cost times its upper
-        bound (Lagrangian duality with the round's duals); once nothing prices out, it is the LP's
-        value itself (``lp_exact``).
+        gives a proven lower bound on the LP over all columns (``lp_bound``), by Lagrangian duality
+        with the round's duals: the restricted LP's value plus, for each column not yet generated,
+        its negative reduced cost times its upper bound, or, once service levels are fixed, the
+        tighter ``_Model.priced_bound``. Once nothing prices out, it is the LP's value itself
+        (``lp_exact``).
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
         self.lp_exact, self.lp_bound = False, None
@@ -486,6 +513,8 @@ class _Solver:
                     model.add(index, int(position))
                 added += len(ranked)
             bound = result.objective + below
+            if model.levels_fixed:
+                bound = max(bound, model.priced_bound(capacity_duals))
             self.lp_bound = bound if self.lp_bound is None else max(self.lp_bound, bound)
             if not added:
                 self.lp_exact, self.lp_bound = True, result.objective
@@ -568,6 +597,8 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     # Service is decided: the most priority-weighted demand served in whole nodes. The cost stage keeps
     # every workload's service at that level (lexicographic, not a blend) and minimises cost.
     levels = _coverage(model, incumbent)
+    if len(model.x) > LNS_ABOVE_COLUMNS:  # the cost LP starts from the columns that mattered so far
+        model = _restricted(model, relaxed, incumbent)
     model.fix_served([levels[index] for index in range(len(workloads))])
     model.objective_cost()
     chosen, result, lp = _cost_stage(solver, model, incumbent)
@@ -1146,9 +1177,10 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, lp, opt
     gap = (objective - bound) / max(abs(objective), 1e-9) if objective is not None and bound is not None else None
     report = SolverReport(
         solver=options.solver, status=status,
-        objective=None if objective is None else round(objective, 2), bound=None if bound is None else round(bound, 2),
+        objective=None if objective is None else round(objective, 2),
+        bound=None if bound is None else round(float(bound), 2),
         gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - solver.started, 3),
-        lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_exact=solver.lp_exact,
+        lp_bound=None if lp_bound is None else round(float(lp_bound), 2), lp_exact=solver.lp_exact,
         columns=len(model.x), stages=tuple(solver.stages))
     return Plan(options.currency, tuple(placements), tuple(unmet), tuple(explanations), report, assignment)
 
