@@ -42,6 +42,7 @@ from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.3  # share of the time limit column generation may take before rounding
+COST_PRICING_BUDGET = 0.15  # ...and of the time then left, once service is decided
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
 HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
@@ -513,11 +514,11 @@ class _Solver:
                     model.add(index, int(position))
                 added += len(ranked)
             bound = result.objective + below
-            if model.levels_fixed:
-                bound = max(bound, model.priced_bound(capacity_duals))
-            self.lp_bound = bound if self.lp_bound is None else max(self.lp_bound, bound)
+            if model.levels_fixed:  # costs are never negative, so neither is the bound
+                bound = max(bound, model.priced_bound(capacity_duals), 0.0)
+            self.lp_bound = float(bound if self.lp_bound is None else max(self.lp_bound, bound))
             if not added:
-                self.lp_exact, self.lp_bound = True, result.objective
+                self.lp_exact, self.lp_bound = True, float(result.objective)
                 return result
             if time.monotonic() > stop:
                 break
@@ -608,12 +609,12 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
 def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int]):
     """Cost at fixed service: column generation and an LP-rounded incumbent, then one MIP over every
     generated column, or for models too large for that, a large-neighbourhood search."""
-    lp = solver.generate_columns(model, budget=0.15)
+    lp = solver.generate_columns(model, budget=COST_PRICING_BUDGET)
     solver.stages.append("cost-lp")
     rounded, first = _round_lp(model, lp, incumbent), []
     for _ in range(ROUNDING_PASSES - 1):  # workloads rounding left short pick first next time
         short = _short(model, rounded)
-        if not short:
+        if not short or not solver.time_left():
             break
         first = list(dict.fromkeys([*short, *first]))
         rounded = _best_of(model, rounded, _round_lp(model, lp, incumbent, first))
@@ -1178,9 +1179,9 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, lp, opt
     report = SolverReport(
         solver=options.solver, status=status,
         objective=None if objective is None else round(objective, 2),
-        bound=None if bound is None else round(float(bound), 2),
+        bound=None if bound is None else round(bound, 2),
         gap=None if gap is None else round(max(gap, 0.0), 6), seconds=round(time.monotonic() - solver.started, 3),
-        lp_bound=None if lp_bound is None else round(float(lp_bound), 2), lp_exact=solver.lp_exact,
+        lp_bound=None if lp_bound is None else round(lp_bound, 2), lp_exact=solver.lp_exact,
         columns=len(model.x), stages=tuple(solver.stages))
     return Plan(options.currency, tuple(placements), tuple(unmet), tuple(explanations), report, assignment)
 

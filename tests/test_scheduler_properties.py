@@ -1,6 +1,7 @@
 """Property tests: whatever the fleet and supply, every plan respects every constraint."""
 
 from collections import defaultdict
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,6 +11,7 @@ from gpu_supply import gpus
 from gpu_supply.offer import PricingModel
 from pricing.fx import FxTable
 from scheduler import baselines
+from scheduler import optimizer
 from scheduler.optimizer import plan
 from scheduler.supply import ColumnBuilder, SupplyTable
 from scheduler.throughput import ThroughputModel
@@ -44,6 +46,19 @@ workload_strategy = st.fixed_dictionaries(
 @given(offers=st.lists(offer_strategy, min_size=1, max_size=6, unique_by=lambda offer: offer.key),
        specs=st.lists(workload_strategy, min_size=1, max_size=3))
 def test_every_plan_respects_every_constraint(offers, specs):
+    check_plan(offers, specs)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(offers=st.lists(offer_strategy, min_size=1, max_size=6, unique_by=lambda offer: offer.key),
+       specs=st.lists(workload_strategy, min_size=1, max_size=3))
+def test_every_plan_of_the_large_model_path_respects_every_constraint(offers, specs):
+    """The same, through the rounding, repair, merge and neighbourhood search large fleets use."""
+    with mock.patch.object(optimizer, "LNS_ABOVE_COLUMNS", 0):
+        check_plan(offers, specs)
+
+
+def check_plan(offers, specs):
     for index, spec in enumerate(specs):
         spec["name"] = f"w{index}"
         if spec.get("spot") == "never" and spec.get("min_on_demand_share"):
