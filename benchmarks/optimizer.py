@@ -109,14 +109,14 @@ def main() -> int:
         row = run(size, args.solver, supply)
         cost, lp = row["cost"] or float("nan"), row["lp"] or float("nan")
         greedy, alone, single = row["greedy"], row["alone"], row["single"]
-        ratio = f"{cost / lp:.4f}" + ("" if row["lp_exact"] else "*")
+        ratio = f"{cost / lp:.4f}" + ("" if row["lp_exact"] else "*") if lp > 0 else "-"
         gap = "-" if row["gap"] is None else f"{row['gap']:.2%}"
         print(f"{supply:>6} {size:>9} {row['seconds']:>8.2f} {cost:>12,.0f} {ratio:>8} {gap:>7} "
               f"{row['served'] / row['max_served']:>7.2%} {row['unmet']:>5} {greedy.cost:>12,.0f} "
               f"{greedy.cost / cost:>7.3f} {greedy.served_priority / row['max_served']:>9.2%} {alone.cost:>12,.0f} "
               f"{alone.violations:>5} {single.cost:>12,.0f} {single.cost / cost:>7.3f}", flush=True)
     print("served: priority-weighted share of demand served; cost/LP: against the cost LP at the plan's service "
-          "(* column generation not finished: a proven lower bound on that LP, not its value); gap: the final MIP's, - after a neighbourhood "
+          "(* column generation not finished: a proven lower bound on that LP, not its value; - no positive bound yet); gap: the final MIP's, - after a neighbourhood "
           "search; gr/opt and 1t/opt: cost ratios to the optimizer (meaningful where both serve the same demand); "
           "viol.: supplies over capacity.")
     return 0

@@ -42,7 +42,7 @@ from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.3  # share of the time limit column generation may take before rounding
-COST_PRICING_BUDGET = 0.15  # ...and of the time then left, once service is decided
+COST_PRICING_BUDGET = 0.3  # ...and of the time then left, once service is decided
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
 HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
