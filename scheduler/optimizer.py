@@ -218,7 +218,6 @@ class _Model:
         self.integers: list[_Variable] = []
         self.costed = True  # whether the objective prices columns (not while maximising service alone)
         self.levels_fixed = False  # whether every workload's service is held at a level (cost stage)
-        self.generated: dict[int, list[int]] = defaultdict(list)  # workload -> positions with a variable
         self._groups: dict[int, np.ndarray] = {}
         self.demand = np.array([workload.demand_units for workload in workloads])
         self._has: dict[int, np.ndarray] = {}  # workload -> which of its columns have a variable
@@ -246,9 +245,17 @@ class _Model:
         return np.minimum(self.capacity_left[columns.supply[positions]], alone)
 
     def has_variable(self, index: int) -> np.ndarray:
+        """Which of the workload's columns have a variable (were generated)."""
         if index not in self._has:
             self._has[index] = np.zeros(len(self.columns[index]), dtype=bool)
         return self._has[index]
+
+    def generated(self, index: int) -> np.ndarray:
+        return np.flatnonzero(self.has_variable(index))
+
+    def level(self, index: int) -> float:
+        """The service the workload is held at (demand units), once ``fix_served`` has fixed it."""
+        return self.served[index].lower_bound * self.demand[index]
 
     def group_key(self, workload: Workload, supply: int) -> str:
         return self.table.spread_groups(workload.spread)[supply]
@@ -263,7 +270,6 @@ class _Model:
         variable = self.model.add_variable(lb=0, ub=min(capacity, math.ceil(self.demand[index] / columns.units[position]
                                                                         - 1e-9)))
         self.x[(index, position)] = variable
-        self.generated[index].append(position)
         self.has_variable(index)[position] = True
         self.integers.append(variable)
         self.cover[index].set_coefficient(variable, units)
@@ -318,7 +324,7 @@ class _Model:
         finite = np.isfinite(self.capacity_left) & (scarcity > 0)
         total = -float(scarcity[finite] @ self.capacity_left[finite])
         for index, columns in enumerate(self.columns):
-            level = self.served[index].lower_bound * self.demand[index]
+            level = self.level(index)
             if level <= 0:
                 continue
             price = columns.weight + scarcity[columns.supply]
@@ -602,8 +608,8 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         model = _restricted(model, relaxed, incumbent)
     model.fix_served([levels[index] for index in range(len(workloads))])
     model.objective_cost()
-    chosen, result, lp = _cost_stage(solver, model, incumbent)
-    return _assemble(workloads, table, builder, columns, model, chosen, result, lp, options, solver)
+    chosen, result = _cost_stage(solver, model, incumbent)
+    return _assemble(workloads, table, builder, columns, model, chosen, result, options, solver)
 
 
 def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int]):
@@ -611,17 +617,17 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     generated column, or for models too large for that, a large-neighbourhood search."""
     lp = solver.generate_columns(model, budget=COST_PRICING_BUDGET)
     solver.stages.append("cost-lp")
-    rounded, first = _round_lp(model, lp, incumbent), []
+    rounded, first = _round_lp(model, lp, incumbent), ()
     for _ in range(ROUNDING_PASSES - 1):  # workloads rounding left short pick first next time
         short = _short(model, rounded)
         if not short or not solver.time_left():
             break
-        first = list(dict.fromkeys([*short, *first]))
+        first = tuple(dict.fromkeys([*short, *first]))
         rounded = _best_of(model, rounded, _round_lp(model, lp, incumbent, first))
     if len(model.x) > LNS_ABOVE_COLUMNS:
         incumbent = _merge(solver, model, [incumbent, _repair(solver, model, rounded)])
         solver.stages.append("cost-lns")
-        return _improve(solver, model, lp, incumbent), None, lp
+        return _improve(solver, model, lp, incumbent), None
     incumbent = _best_of(model, incumbent, rounded)
     result = solver.mip(model, model.hint(incumbent)) if solver.time_left() else None
     solver.stages.append("cost-mip")
@@ -629,7 +635,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     chosen = _best_of(model, solved, incumbent)
     if chosen is not solved:
         solver.stages.append("heuristic-kept")
-    return chosen, result, lp
+    return chosen, result
 
 
 class _Neighbourhoods:
@@ -688,12 +694,12 @@ class _Neighbourhoods:
         left = model.table.capacity.copy()
         for supply, held in self.holders.items():
             left[supply] -= sum(nodes for index, nodes in held.items() if index not in chunk)
-        levels = [model.served[index].lower_bound * model.workloads[index].demand_units for index in chunk]
+        levels = [model.level(index) for index in chunk]
         part = _Model([model.workloads[i] for i in chunk], model.table, [model.columns[i] for i in chunk],
                       levels, capacity=left)
         part.fix_served(levels)
         for local, index in enumerate(chunk):
-            for position in sorted(set(model.generated[index]) | set(self.nodes[index])):
+            for position in sorted({*model.generated(index).tolist(), *self.nodes[index]}):
                 part.add(local, position)
         part.objective_cost()
         current = {(local, position): n for local, index in enumerate(chunk)
@@ -709,31 +715,22 @@ class _Neighbourhoods:
         return True
 
     def search(self, seeds: list[int], related) -> bool:
-        """One pass over ``seeds``: each neighbourhood takes the next seeds not yet re-solved, each
-        with up to LNS_RELATED of the workloads ``related(seed)`` names, up to LNS_WORKLOADS in all."""
-        done: set[int] = set()
-        improved = False
-        pending = iter(seeds)
-        for seed in pending:
+        """One pass over ``seeds``, re-solving neighbourhoods of LNS_WORKLOADS: each seed not yet
+        re-solved comes with up to LNS_RELATED of the workloads ``related(seed)`` names."""
+        improved, done, chunk = False, set(), []
+        for seed in seeds:
             if not self.solver.time_left():
-                break
+                return improved
             if seed in done:
                 continue
-            chunk: list[int] = []
-            while seed is not None and len(chunk) < LNS_WORKLOADS:
-                if seed not in done:
-                    chunk.append(seed)
-                    done.add(seed)
-                    for other in related(seed):
-                        if len(chunk) >= LNS_WORKLOADS or other in done:
-                            continue
-                        chunk.append(other)
-                        done.add(other)
-                        if len(chunk) % (LNS_RELATED + 1) == 0:
-                            break
-                seed = next(pending, None) if len(chunk) < LNS_WORKLOADS else None
-            improved |= self.resolve(chunk)
-        return improved
+            group = [seed, *[other for other in related(seed) if other not in done][:LNS_RELATED]]
+            group = group[:LNS_WORKLOADS - len(chunk)]
+            chunk.extend(group)
+            done.update(group)
+            if len(chunk) >= LNS_WORKLOADS:
+                improved |= self.resolve(chunk)
+                chunk = []
+        return (self.resolve(chunk) or improved) if chunk and self.solver.time_left() else improved
 
 
 def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
@@ -749,7 +746,7 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int])
             break
         chunk, frontier = [index], [index]
         while frontier and len(chunk) < REPAIR_WORKLOADS:  # its blockers, theirs, and so on
-            frontier = [other for held in frontier for other in search.blocking(held, model.generated[held])]
+            frontier = [other for held in frontier for other in search.blocking(held, model.generated(held))]
             frontier = [other for other in dict.fromkeys(frontier) if other not in chunk]
             frontier = frontier[:REPAIR_WORKLOADS - len(chunk)]
             chunk.extend(frontier)
@@ -769,7 +766,7 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
         for (index, position), nodes in candidate.items():
             mine[index][position] = nodes
         for index, nodes in mine.items():
-            level = model.served[index].lower_bound * model.workloads[index].demand_units
+            level = model.level(index)
             covered = sum(float(units_of[index][position]) * n for position, n in nodes.items())
             if covered >= level - 1e-6 and nodes not in options[index]:
                 options[index].append(nodes)
@@ -827,12 +824,11 @@ def _improve(solver: _Solver, model: _Model, lp: _Result | None,
 def _short(model: _Model, assignment: dict[tuple[int, int], int]) -> list[int]:
     """Workloads this assignment serves less than their (fixed) service level."""
     covered = _coverage(model, assignment)
-    return [index for index, workload in enumerate(model.workloads)
-            if covered[index] < model.served[index].lower_bound * workload.demand_units - 1e-6]
+    return [index for index in range(len(model.workloads)) if covered[index] < model.level(index) - 1e-6]
 
 
 def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int], int],
-              first: list[int] = ()) -> dict[tuple[int, int], int]:
+              first: tuple[int, ...] = ()) -> dict[tuple[int, int], int]:
     """Whole nodes near an LP solution's service and cost.
 
     Every workload takes the LP's nodes rounded down (never over capacity). Then, by priority, spread
@@ -880,9 +876,9 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
 class _Rounding:
     """An assignment being built under the supplies' capacities (cheapest columns come first)."""
 
-    def __init__(self, model: _Model, scarcity: np.ndarray | None = None) -> None:
+    def __init__(self, model: _Model, scarcity: np.ndarray) -> None:
         self.model = model
-        self.scarcity = np.zeros(len(model.table)) if scarcity is None else scarcity  # per node, on top of price
+        self.scarcity = scarcity  # per node, on top of its price: the LP's capacity duals
         self.free = model.table.capacity.copy()
         self.nodes: dict[int, dict[int, int]] = defaultdict(dict)  # workload -> column -> nodes
         self.covered: dict[int, float] = defaultdict(float)
@@ -1127,7 +1123,7 @@ def _drop_broken(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[
     return {key: nodes for key, nodes in assignment.items() if key[0] not in broken}
 
 
-def _assemble(workloads, table, builder, columns, model, chosen, result, lp, options, solver) -> Plan:
+def _assemble(workloads, table, builder, columns, model, chosen, result, options, solver) -> Plan:
     used_by_supply: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for (index, position), nodes in chosen.items():
         used_by_supply[int(columns[index].supply[position])].append((workloads[index].name, nodes))
