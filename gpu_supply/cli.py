@@ -500,7 +500,7 @@ def profile_command(
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1,8,32",
     input_tokens: Annotated[str, typer.Option("--input-tokens", help="Prompt lengths, comma-separated.")] = "512",
     output_tokens: Annotated[int, typer.Option("--output-tokens", help="Tokens generated per measurement.")] = 128,
-    engine_name: Annotated[str, typer.Option("--engine", help="static (the jobs' runtime) or eager (transformers generate, for comparison).")] = "static",
+    engine_name: Annotated[str, typer.Option("--engine", help="auto (the jobs' engine: vllm where installed on a GPU, else static), static, vllm, or eager (transformers generate, for comparison).")] = "auto",
     device: Annotated[Optional[str], typer.Option("--device", help="Force a torch device (e.g. cpu); default: the GPU.")] = None,
     address: Annotated[Optional[str], typer.Option("--address", help="Run as a Ray task on this cluster (HEAD:6379 or ray://...).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Profile table to append to (default: the one plan reads, $GPU_SUPPLY_PROFILES).")] = None,

@@ -128,8 +128,8 @@ def _host_class() -> Any:
 
         def load(self) -> str:
             tokenizer = engine.build_tokenizer()
-            self.runners = [InferenceRunner(self.spec, gpu=index * self.gpus_per_replica, tokenizer=tokenizer)
-                            for index in range(self.replicas)]
+            self.runners = [InferenceRunner(self.spec, gpu=index * self.gpus_per_replica, tokenizer=tokenizer,
+                                            gpus=self.gpus_per_replica) for index in range(self.replicas)]
             return self.placed()
 
         def generate(self, index: int, items: list[tuple[str, str]], max_new_tokens: int) -> list[dict]:

@@ -1,8 +1,9 @@
 """GPU profiler: measured prefill and decode speed of a model on this machine's GPU.
 
 Builds a model of the asked architecture and size with random weights (no download), runs the
-engine the jobs run (``engine.py``'s static-cache CUDA-graph decoder, or eager transformers
-``generate`` for comparison) across batch sizes and prompt lengths, and appends one row per point
+engine the jobs run (``auto``: vLLM where it is installed on a GPU, else ``engine.py``'s
+static-cache CUDA-graph decoder; or eager transformers ``generate`` for comparison) across batch
+sizes and prompt lengths, and appends one row per point
 to the profile table the optimizer's throughput model reads (``throughput.PROFILE_COLUMNS`` plus
 the roofline it was measured against).
 
@@ -22,17 +23,17 @@ import argparse
 import csv
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 from gpu_supply import gpus
 from gpu_supply.errors import UserError
-from scheduler import engine
+from scheduler import engine, vllm_engine
 from scheduler.throughput import DTYPE_BYTES, PROFILE_COLUMNS
 
-ENGINES = ("static", "eager")
+ENGINES = (*vllm_engine.ENGINES, "eager")
 EXTRA_COLUMNS = ("kv_bytes_per_token", "copy_bandwidth_tbps", "roofline_decode_tokens_per_s", "roofline_fraction")
 # Prompts per prefill measurement: enough tokens to fill the GPU, bounded so the mask stays small.
 PREFILL_TOKENS = 8192
@@ -47,7 +48,7 @@ class ProfileRequest:
     batches: tuple[int, ...] = (1, 8, 32)
     input_tokens: tuple[int, ...] = (512,)
     output_tokens: int = 128
-    engine: str = "static"
+    engine: str = "auto"  # auto | static | vllm (vllm_engine.choose) | eager
     device: str | None = None  # default: cuda when available
 
     def __post_init__(self) -> None:
@@ -131,13 +132,18 @@ def profile(request: ProfileRequest) -> Iterator[dict[str, Any]]:
     if request.gpu is not None and request.device != "cpu" and gpus.resolve(request.gpu) != gpu:
         raise UserError("gpu", f"this machine has {gpu}, not {request.gpu}",
                         "run on a node with that GPU (gpu-supply profile --address schedules it there on Ray)")
+    if request.engine == "vllm" and device.type != "cuda":
+        raise UserError("engine", "vllm runs on a CUDA GPU only", "drop --device cpu, or use --engine static")
+    if request.engine != "eager":
+        request = replace(request, engine="static" if device.type != "cuda" else vllm_engine.choose(request.engine))
     arch = request.arch
     bandwidth = copy_bandwidth(device)
     versions = f"torch {torch.__version__}; transformers {transformers.__version__}"
-    model = engine.build_model(arch, request.dtype, device.type)
+    if request.engine == "vllm":
+        versions = f"{vllm_engine.version()}; {versions}"
     max_len = max(request.input_tokens) + request.output_tokens
-    measure = _static_points if request.engine == "static" else _eager_points
-    for batch, length, prefill_tps, decode_seconds in measure(model, request, arch, device, max_len):
+    measure = {"static": _static_points, "eager": _eager_points, "vllm": _vllm_points}[request.engine]
+    for batch, length, prefill_tps, decode_seconds in measure(request, arch, device, max_len):
         yield _row(request, arch, batch, length, prefill_tps, decode_seconds, bandwidth, gpu, hardware,
                    f"{request.engine}; {versions}")
 
@@ -178,11 +184,10 @@ def _prompts(generator: Any, batch: int, length: int, vocab: int) -> list[list[i
     return torch.randint(1, vocab, (batch, length), generator=generator).tolist()
 
 
-def _static_points(model: Any, request: ProfileRequest, arch: engine.ModelArch, device: Any, max_len: int):
+def _static_points(request: ProfileRequest, arch: engine.ModelArch, device: Any, max_len: int):
     import torch
 
-    weights = engine.DecoderWeights.take(model)
-    del model
+    weights = engine.DecoderWeights.take(engine.build_model(arch, request.dtype, device.type))
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the unfused originals' blocks, so free memory is what the cache can use
     generator = torch.Generator().manual_seed(0)
@@ -207,10 +212,11 @@ def _static_points(model: Any, request: ProfileRequest, arch: engine.ModelArch, 
             yield batch, length, prefill_batch * length / prefill_seconds, statistics.median(decode_times[1:])
 
 
-def _eager_points(model: Any, request: ProfileRequest, arch: engine.ModelArch, device: Any, max_len: int):
+def _eager_points(request: ProfileRequest, arch: engine.ModelArch, device: Any, max_len: int):
     """Plain transformers ``generate`` (dynamic cache, eager kernels): the baseline the runtime beats."""
     import torch
 
+    model = engine.build_model(arch, request.dtype, device.type)
     generator = torch.Generator().manual_seed(0)
     fitting = [b for b in sorted(request.batches) if _fits(arch, request, b, max_len, device)]
     _report_skipped(request, fitting, max_len)
@@ -227,6 +233,33 @@ def _eager_points(model: Any, request: ProfileRequest, arch: engine.ModelArch, d
             prefill_seconds = statistics.median(engine.timed(device, lambda: run(1)) for _ in range(REPEATS))
             total = statistics.median(engine.timed(device, lambda: run(request.output_tokens)) for _ in range(2))
             yield batch, length, batch * length / prefill_seconds, max(total - prefill_seconds, 1e-9)
+
+
+def _vllm_points(request: ProfileRequest, arch: engine.ModelArch, device: Any, max_len: int):
+    """vLLM's ``generate``: prefill as one-token completions, decode as the rest of full-length ones.
+    Every timed call gets fresh prompts, so vLLM's prefix cache never skips a prefill."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    prefill_batches = {length: max(1, PREFILL_TOKENS // length) for length in request.input_tokens}
+    gpu = device.index or 0
+    decoder = vllm_engine.VllmDecoder(arch, request.dtype, range(gpu, gpu + 1),
+                                      max(*request.batches, *prefill_batches.values()), max_len)
+
+    def seconds(batch: int, length: int, new_tokens: int) -> float:
+        def once() -> float:
+            prompts = _prompts(generator, batch, length, arch.vocab)
+            return engine.timed(device, lambda: decoder.generate(prompts, new_tokens, exact=True))
+
+        once()  # warm-up
+        return statistics.median(once() for _ in range(REPEATS))
+
+    for length in request.input_tokens:
+        prefill_batch = prefill_batches[length]
+        prefill_tps = prefill_batch * length / seconds(prefill_batch, length, 1)
+        for batch in sorted(request.batches):
+            decode_seconds = seconds(batch, length, request.output_tokens) - seconds(batch, length, 1)
+            yield batch, length, prefill_tps, max(decode_seconds, 1e-9)
 
 
 def append_profiles(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -258,7 +291,7 @@ def request_from_args(argv: list[str] | None = None) -> tuple[ProfileRequest, Pa
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--input-tokens", default="512")
     parser.add_argument("--output-tokens", type=int, default=128)
-    parser.add_argument("--engine", default="static", choices=ENGINES)
+    parser.add_argument("--engine", default="auto", choices=ENGINES)
     parser.add_argument("--device")
     parser.add_argument("--out", type=Path, help="profile table to append to")
     args = parser.parse_args(argv)

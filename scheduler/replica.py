@@ -1,19 +1,19 @@
 """One inference replica: a model on this node's GPU (or CPU), answering batches of prompts.
 
 Ray-free, so it runs the same inside a node's host actor (``executor.py``), behind Ray Serve
-(``serving.py``), and directly (tests). The engine is the built-in static-cache runtime
-(``engine.py``); models come from ``engine.MODELS`` or a size, with random weights and the
-in-process tokenizer, so no replica ever downloads anything.
+(``serving.py``), and directly (tests). The engine is vLLM where it is installed on a GPU node,
+else the built-in static-cache runtime (``vllm_engine.choose``); models come from
+``engine.MODELS`` or a size, with random weights and the in-process tokenizer, so no replica ever
+downloads anything.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler import engine
+from scheduler import engine, vllm_engine
 
 # Cache length of a replica's decoder: prompt plus completion, in tokens (longer prompts are cut
 # from the left, keeping their end).
@@ -30,6 +30,7 @@ class ReplicaSpec:
     max_batch: int = 8
     max_new_tokens: int = 64
     threads: int | None = None  # CPU threads when there is no GPU (None: torch's default)
+    engine: str = "auto"  # auto | static | vllm (vllm_engine.choose)
 
     def arch(self) -> engine.ModelArch:
         if self.model in engine.MODELS:
@@ -40,16 +41,18 @@ class ReplicaSpec:
 class InferenceRunner:
     """Loads the model once; ``generate`` answers a list of ``(id, prompt)`` with completions.
 
-    ``gpu`` is the index of the GPU it owns among those visible to the process (a node's host
-    process holds one runner per replica); without CUDA it runs on the CPU.
+    It owns ``gpus`` GPUs from index ``gpu`` among those visible to the process (a node's host
+    process holds one runner per replica): vLLM spans them (tensor parallel), the built-in runtime
+    uses the first. Without CUDA it runs on the CPU.
     """
 
-    def __init__(self, spec: ReplicaSpec, gpu: int = 0, tokenizer: Any = None) -> None:
+    def __init__(self, spec: ReplicaSpec, gpu: int = 0, tokenizer: Any = None, gpus: int = 1) -> None:
         import torch
 
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
+        self.engine = vllm_engine.choose(spec.engine)
         self.device = f"cuda:{gpu}" if torch.cuda.is_available() else "cpu"
         # Half precision on the CPU is slow and not what a GPU node would run: CPUs compute in fp32.
         dtype = spec.dtype if self.device != "cpu" else "fp32"
@@ -57,9 +60,12 @@ class InferenceRunner:
         self.tokenizer = tokenizer or engine.build_tokenizer()
         self.eos = self.tokenizer.token_to_id(engine.EOS_TOKEN)
         self.vocabulary = self.tokenizer.get_vocab_size()
-        with self._on_device():
-            self.decoder = engine.StaticDecoder(engine.DecoderWeights.random(arch, dtype, self.device),
-                                                max_batch=spec.max_batch, max_len=MAX_LEN)
+        if self.engine == "vllm":
+            self.decoder: Any = vllm_engine.VllmDecoder(arch, dtype, range(gpu, gpu + gpus), spec.max_batch, MAX_LEN)
+        else:
+            with self._on_device():
+                self.decoder = engine.StaticDecoder(engine.DecoderWeights.random(arch, dtype, self.device),
+                                                    max_batch=spec.max_batch, max_len=MAX_LEN)
         self.model_name = arch.name
 
     def _on_device(self) -> Any:
@@ -67,9 +73,6 @@ class InferenceRunner:
         import torch
 
         return torch.cuda.device(self.device) if self.device != "cpu" else nullcontext()
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.model_name, "device": self.device, "pid": os.getpid()}
 
     def generate(self, items: list[tuple[str, str]], max_new_tokens: int | None = None) -> list[dict[str, Any]]:
         """Completions for ``items`` (id, prompt), in order, ``max_batch`` prompts per decoder pass."""

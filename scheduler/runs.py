@@ -79,8 +79,12 @@ def run_plan(planned: Any, fleet: list[Any], base_dir: Path, local: bool, addres
     """Run the jobs of ``fleet`` (workloads with a job) on ``planned.plan``'s placements."""
     import ray
 
+    from scheduler import vllm_engine
     from scheduler.cluster import LocalCluster
 
+    if local:  # the local stand-in nodes are this machine: an engine it cannot run fails before any launch
+        for workload in fleet:
+            vllm_engine.choose(workload.job.engine)
     placements = [p for p in planned.plan.placements if any(p.workload == w.name for w in fleet)]
     revision = plan_revision(fleet, placements)
     jobs = JobStore(settings.database_url())
@@ -141,7 +145,7 @@ def _launch_all(planned: Any, fleet: list[Any], placements: list[Any], jobs: Job
 
         spec = ReplicaSpec(workload.model.name, workload.model.params_b, workload.model.dtype,
                            max_batch=job.batch_size, max_new_tokens=job.max_new_tokens,
-                           threads=1 if local else None)
+                           threads=1 if local else None, engine=job.engine)
         on_event = (lambda message: console.print(f"  {message}")) if console else None
         if job.kind == "serve":
             serve_job = ServeJob(jobs, revision, workload, spec, replan, on_event)

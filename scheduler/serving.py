@@ -96,8 +96,8 @@ def _application(workload: Any, spec: ReplicaSpec, placements: list[Any]) -> Any
     class PlacementReplica:
         """A replica of one placement: the model on a node with the placement's labels."""
 
-        def __init__(self, spec: ReplicaSpec, placement: dict[str, str], registry: str) -> None:
-            self.runner = InferenceRunner(spec)
+        def __init__(self, spec: ReplicaSpec, placement: dict[str, str], registry: str, gpus: int) -> None:
+            self.runner = InferenceRunner(spec, gpus=gpus)
             self.lock = threading.Lock()  # the decoder runs one batch at a time
             node = ray.get_runtime_context().get_node_id()
             self.where = {**placement, "node": node}
@@ -192,7 +192,7 @@ def _application(workload: Any, spec: ReplicaSpec, placements: list[Any]) -> Any
         deployment_name(p): PlacementReplica.options(
             name=deployment_name(p), num_replicas=p.replicas,
             ray_actor_options={"num_gpus": p.tensor_parallel, "num_cpus": 0, "label_selector": placement_selector(p)},
-        ).bind(spec, _placement_fields(p), registry_name(workload))
+        ).bind(spec, _placement_fields(p), registry_name(workload), p.tensor_parallel)
         for p in placements}
     weights = {deployment_name(p): p.replicas for p in placements}
     return Router.bind(app_name(workload), backends, weights, workload.job.max_new_tokens)

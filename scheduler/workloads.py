@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -153,6 +153,8 @@ class Job(_Strict):
     max_new_tokens: int = Field(default=64, ge=1, le=8192)
     batch_size: int = Field(default=8, ge=1, le=1024, description="prompts per request to a replica")
     route: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]*$")
+    engine: Literal["auto", "static", "vllm"] = Field(
+        default="auto", description="auto: vLLM on GPU nodes that have it installed, else the built-in runtime")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Job:

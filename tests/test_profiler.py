@@ -14,11 +14,11 @@ def tiny_request(**overrides):
     return profiler.ProfileRequest(**(values | overrides))
 
 
-@pytest.mark.parametrize("engine_name", ["static", "eager"])
-def test_profile_rows_land_in_the_table_the_optimizer_reads(tmp_path, engine_name):
-    rows = list(profiler.profile(tiny_request(engine=engine_name)))
+@pytest.mark.parametrize(("requested", "engine_name"), [("auto", "static"), ("static", "static"), ("eager", "eager")])
+def test_profile_rows_land_in_the_table_the_optimizer_reads(tmp_path, requested, engine_name):
+    rows = list(profiler.profile(tiny_request(engine=requested)))
     assert [(row["batch"], row["input_tokens"]) for row in rows] == [(1, 8), (2, 8), (1, 16), (2, 16)]
-    for row in rows:
+    for row in rows:  # auto on the CPU is the built-in runtime, whatever is installed: vLLM needs CUDA
         assert set(PROFILE_COLUMNS) <= set(row) and row["gpu"] == "CPU" and row["engine"] == engine_name
         assert row["decode_tokens_per_s"] > 0 and row["prefill_tokens_per_s"] > 0 and row["tpot_ms"] > 0
         assert "torch" in row["engine_version"] and 0 < row["roofline_fraction"]
@@ -43,6 +43,7 @@ def test_python_m_entry_point_appends_rows(tmp_path, capsys):
     (["--model", "tiny-llama", "--batch", "1,x"], "batch: '1,x' is not a comma-separated list of integers"),
     (["--model", "tiny-llama", "--batch", "0"], "batch: batch sizes must be positive"),
     (["--params-b", "0"], "params-b"),
+    (["--model", "tiny-llama", "--engine", "vllm", "--device", "cpu"], "engine: vllm runs on a CUDA GPU only"),
 ])
 def test_bad_requests_exit_2_with_one_line(args, message, capsys):
     assert profiler.main(args) == 2
