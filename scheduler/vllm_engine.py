@@ -18,9 +18,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 from gpu_supply.errors import UserError
 from scheduler import engine
