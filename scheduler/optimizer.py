@@ -99,6 +99,12 @@ class _Result:
     def dual(self, constraint: _Row) -> float:
         return float(self.duals[constraint.id]) if constraint.id < len(self.duals) else 0.0
 
+    def dual_values(self, ids: np.ndarray) -> np.ndarray:
+        """Duals of the rows ``ids`` (0 for rows the solve did not have)."""
+        padded = np.zeros(max(len(self.duals), int(ids.max()) + 1 if len(ids) else 0))
+        padded[:len(self.duals)] = self.duals
+        return padded[ids]
+
 
 def _dense(vector) -> np.ndarray:
     ids = np.asarray(vector.ids, dtype=np.int64)
@@ -194,6 +200,26 @@ def _solve(program: _Program, solver: mathopt.SolverType, params: mathopt.SolveP
                    duals=_dense(duals) if duals is not None else np.zeros(0))
 
 
+class _FlatColumns:
+    """Every workload's columns end to end, so a pricing round prices all of them in a few array
+    operations (a loop over workloads cost most of a round at thousands of workloads)."""
+
+    def __init__(self, workloads: list[Workload], columns: list[Columns]) -> None:
+        lengths = np.array([len(cols) for cols in columns], dtype=np.int64)
+        self.offset = np.concatenate([[0], np.cumsum(lengths)])
+        self.workload = np.repeat(np.arange(len(columns)), lengths)
+        demand = np.array([workload.demand_units for workload in workloads])
+        self.supply = np.concatenate([cols.supply for cols in columns]).astype(np.int64)
+        self.units = np.concatenate([cols.units for cols in columns]).astype(float)
+        self.share_units = self.units / demand[self.workload]  # rows are in fractions of demand
+        self.weight = np.concatenate([cols.weight for cols in columns]).astype(float)
+        self.tolerance = REDUCED_COST_TOLERANCE * np.maximum(1.0, np.abs(self.weight))
+        share = np.array([workload.min_on_demand_share for workload in workloads])
+        on_demand = ~np.concatenate([cols.spot for cols in columns]).astype(bool)
+        self.share_coefficient = (on_demand - share[self.workload]) * self.share_units
+        self.alone = np.ceil(demand[self.workload] / self.units - 1e-9)  # nodes that alone cover demand
+
+
 class _Model:
     """The MathOpt model, grown column by column; LP while generating columns, MIP at the end.
 
@@ -202,8 +228,10 @@ class _Model:
     """
 
     def __init__(self, workloads: list[Workload], table: SupplyTable, columns: list[Columns],
-                 targets: list[float], capacity: np.ndarray | None = None) -> None:
+                 targets: list[float], capacity: np.ndarray | None = None, flat: _FlatColumns | None = None) -> None:
         self.workloads, self.table, self.columns = workloads, table, columns
+        self.flat = flat or _FlatColumns(workloads, columns)
+        self.has = np.zeros(len(self.flat.supply), dtype=bool)  # which columns have a variable (were generated)
         self.capacity_left = table.capacity if capacity is None else capacity  # nodes these workloads may use
         self.model = _Program()
         self.x: dict[tuple[int, int], _Variable] = {}
@@ -219,8 +247,8 @@ class _Model:
         self.costed = True  # whether the objective prices columns (not while maximising service alone)
         self.levels_fixed = False  # whether every workload's service is held at a level (cost stage)
         self._groups: dict[int, np.ndarray] = {}
+        self._codes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.demand = np.array([workload.demand_units for workload in workloads])
-        self._has: dict[int, np.ndarray] = {}  # workload -> which of its columns have a variable
         for index, workload in enumerate(workloads):
             demand = workload.demand_units
             served = self.model.add_variable(lb=0, ub=targets[index] / demand)
@@ -245,10 +273,8 @@ class _Model:
         return np.minimum(self.capacity_left[columns.supply[positions]], alone)
 
     def has_variable(self, index: int) -> np.ndarray:
-        """Which of the workload's columns have a variable (were generated)."""
-        if index not in self._has:
-            self._has[index] = np.zeros(len(self.columns[index]), dtype=bool)
-        return self._has[index]
+        """Which of the workload's columns have a variable (were generated): a view of ``has``."""
+        return self.has[self.flat.offset[index]:self.flat.offset[index + 1]]
 
     def generated(self, index: int) -> np.ndarray:
         return np.flatnonzero(self.has_variable(index))
@@ -349,6 +375,12 @@ class _Model:
             self._groups[index] = self.table.spread_groups(self.workloads[index].spread)[self.columns[index].supply]
         return self._groups[index]
 
+    def group_codes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """A spread workload's group keys, and each of its columns' position among them."""
+        if index not in self._codes:
+            self._codes[index] = np.unique(self.groups_of(index), return_inverse=True)
+        return self._codes[index]
+
     def capacity_duals(self, result: _Result) -> np.ndarray:
         values = np.zeros(len(self.table))
         for supply, constraint in self.capacity.items():
@@ -362,19 +394,22 @@ class _Model:
                 values[index][key] = result.dual(constraint)
         return values
 
-    def reduced_costs(self, result: _Result, capacity_duals: np.ndarray, group_duals: dict[int, dict[str, float]],
-                      index: int) -> np.ndarray:
-        """Reduced cost c - A'y of every column of workload ``index`` under the LP's duals."""
-        workload, columns = self.workloads[index], self.columns[index]
-        units = columns.units / workload.demand_units  # rows are in fractions of demand
-        reduced = columns.weight.astype(float) - units * result.dual(self.cover[index])
-        if index in self.share:
-            on_demand = np.where(columns.spot, 0.0, 1.0)
-            reduced -= result.dual(self.share[index]) * (on_demand - workload.min_on_demand_share) * units
-        if workload.spread.count:
-            mine = group_duals.get(index, {})
-            reduced -= units * np.array([mine.get(key, 0.0) for key in self.groups_of(index)])
-        return reduced - capacity_duals[columns.supply]
+    def reduced_costs(self, result: _Result, capacity_duals: np.ndarray) -> np.ndarray:
+        """Reduced cost c - A'y of every column, generated or not, under the LP's duals (end to end,
+        as in ``flat``)."""
+        flat = self.flat
+        cover = result.dual_values(np.array([self.cover[index].id for index in range(len(self.workloads))]))
+        reduced = flat.weight - flat.share_units * cover[flat.workload] - capacity_duals[flat.supply]
+        if self.share:
+            share = np.zeros(len(self.workloads))
+            indices = np.fromiter(self.share, dtype=np.int64)
+            share[indices] = result.dual_values(np.array([self.share[index].id for index in indices]))
+            reduced -= share[flat.workload] * flat.share_coefficient
+        for index, mine in self.group_duals(result).items():
+            keys, inverse = self.group_codes(index)
+            span = slice(flat.offset[index], flat.offset[index + 1])
+            reduced[span] -= flat.share_units[span] * np.array([mine.get(key, 0.0) for key in keys])[inverse]
+        return reduced
 
     def satisfies(self, assignment: dict[tuple[int, int], int]) -> bool:
         """Whether an assignment meets the share and spread rows (capacity is the caller's to keep)."""
@@ -486,7 +521,8 @@ class _Solver:
     def generate_columns(self, model: _Model, budget: float) -> _Result | None:
         """Column generation on the LP relaxation until no column has a negative reduced cost.
 
-        Stops early when ``budget`` (a share of the time left) is spent. Every priced round also
+        Stops early when ``budget`` (a share of the time left) would be spent by another round, with
+        one last LP over the columns added so far. Every priced round also
         gives a proven lower bound on the LP over all columns (``lp_bound``), by Lagrangian duality
         with the round's duals: the restricted LP's value plus, for each column not yet generated,
         its negative reduced cost times its upper bound, or, once service levels are fixed, the
@@ -496,39 +532,58 @@ class _Solver:
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
         self.lp_exact, self.lp_bound = False, None
         result = None
-        for _ in range(MAX_PRICING_ROUNDS):
+        flat = model.flat
+        upper = np.minimum(model.capacity_left[flat.supply], flat.alone)  # as in ``upper_bounds``
+        servable = np.array([model.served[index].upper_bound > 0 for index in range(len(model.workloads))])
+        final = False  # whether the next LP is the last: priced for the bound, adding nothing
+        for round_ in range(MAX_PRICING_ROUNDS + 1):
             if not self.time_left():
                 return result
+            started = time.monotonic()
             result = self.lp(model)
+            seconds = time.monotonic() - started
             if result is None or not result.optimal:
                 return result
             capacity_duals = model.capacity_duals(result)
-            group_duals = model.group_duals(result)
-            added, below = 0, 0.0
-            for index in range(len(model.workloads)):
-                if model.served[index].upper_bound <= 0:  # unserved: its columns could only add cost
-                    continue
-                reduced = model.reduced_costs(result, capacity_duals, group_duals, index)
-                scale = np.maximum(1.0, np.abs(model.columns[index].weight))
-                fresh = np.flatnonzero(reduced < -REDUCED_COST_TOLERANCE * scale)
-                fresh = fresh[~model.has_variable(index)[fresh]]
-                if not len(fresh):
-                    continue
-                below += float(reduced[fresh] @ model.upper_bounds(index, fresh))
-                ranked = fresh[np.argsort(reduced[fresh], kind="stable")][:COLUMNS_PER_ROUND]
-                for position in ranked:
-                    model.add(index, int(position))
-                added += len(ranked)
-            bound = result.objective + below
+            reduced = model.reduced_costs(result, capacity_duals)
+            # Unserved workloads' columns could only add cost.
+            fresh = np.flatnonzero((reduced < -flat.tolerance) & ~model.has & servable[flat.workload])
+            bound = result.objective + float(reduced[fresh] @ upper[fresh])
             if model.levels_fixed:  # costs are never negative, so neither is the bound
                 bound = max(bound, model.priced_bound(capacity_duals), 0.0)
             self.lp_bound = float(bound if self.lp_bound is None else max(self.lp_bound, bound))
-            if not added:
+            if not len(fresh):
                 self.lp_exact, self.lp_bound = True, float(result.objective)
                 return result
-            if time.monotonic() > stop:
-                break
-        return self.lp(model) if self.time_left() else result
+            if final:
+                return result
+            before = len(model.x)
+            for column in _most_negative(fresh, reduced[fresh], flat.workload[fresh], COLUMNS_PER_ROUND).tolist():
+                index = int(flat.workload[column])
+                model.add(index, column - int(flat.offset[index]))
+            # The LP returned has every column generated: the last round that adds columns is the
+            # one whose next LP (about as slow as this one per column) would end past the budget.
+            final = round_ == MAX_PRICING_ROUNDS - 1 or time.monotonic() + seconds * len(model.x) / before > stop
+        return result
+
+
+def _most_negative(positions: np.ndarray, values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """Of ``positions`` (ascending, so grouped by owner), each owner's ``count`` with the smallest
+    values, ties to the earlier. A few passes of segment minima: sorting millions of candidates
+    each pricing round cost more than the LP."""
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, dtype=np.int64)
+    lengths = np.diff(np.r_[starts, len(owners)])
+    values = values.copy()
+    chosen = []
+    for _ in range(count):
+        least = np.repeat(np.minimum.reduceat(values, starts), lengths) if len(starts) else values
+        hits = np.flatnonzero((values == least) & np.isfinite(values))
+        if not len(hits):
+            break
+        hits = hits[np.r_[True, owners[hits[1:]] != owners[hits[:-1]]]]  # the earliest of ties
+        chosen.append(hits)
+        values[hits] = np.inf
+    return positions[np.sort(np.concatenate(chosen))] if chosen else positions[:0]
 
 
 def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable) -> np.ndarray:
@@ -1046,7 +1101,7 @@ def _restricted(model: _Model, lp: _Result | None, incumbent: dict[tuple[int, in
     cheapest few."""
     targets = [variable.upper_bound * workload.demand_units
                for variable, workload in zip(model.served.values(), model.workloads)]
-    restricted = _Model(model.workloads, model.table, model.columns, targets)
+    restricted = _Model(model.workloads, model.table, model.columns, targets, flat=model.flat)
     support = {key for key, variable in model.x.items() if lp.value(variable) > 1e-6} \
         if lp is not None and lp.feasible else set()
     keys = support | set(incumbent)

@@ -83,3 +83,19 @@ def test_rounding_lets_workloads_it_left_short_pick_first():
     served = {(p.workload, p.region): p.nodes for p in result.placements}
     assert served == {("a", "cheap"): 1, ("a", "dear"): 1, ("b", "cheap"): 2}
     assert result.total_cost == pytest.approx(3 * 1.0 + 5.0)
+
+
+def test_pricing_picks_each_workloads_most_negative_columns_as_a_sort_would():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        size = int(rng.integers(0, 60))
+        owners = np.sort(rng.integers(0, 6, size))
+        positions = np.arange(size) * 3 + 1
+        values = rng.integers(-5, 0, size).astype(float)  # many ties: the earlier position wins
+        count = int(rng.integers(1, 4))
+        order = np.lexsort((values, owners))
+        rank = np.array([int((owners[order[:i]] == owners[order[i]]).sum()) for i in range(size)], dtype=int)
+        expected = np.sort(positions[order][rank < count])
+        assert np.array_equal(optimizer._most_negative(positions, values, owners, count), expected)
