@@ -41,7 +41,7 @@ from scheduler.throughput import ProfileRow, ThroughputModel
 from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
-PRICING_BUDGET = 0.3  # share of the time limit column generation may take before rounding
+PRICING_BUDGET = 0.4  # share of the time limit column generation may take before rounding
 COST_PRICING_BUDGET = 0.3  # ...and of the time then left, once service is decided
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
