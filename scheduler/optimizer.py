@@ -210,14 +210,14 @@ class _FlatColumns:
         self.workload = np.repeat(np.arange(len(columns)), lengths)
         demand = np.array([workload.demand_units for workload in workloads])
         self.supply = np.concatenate([cols.supply for cols in columns]).astype(np.int64)
-        self.units = np.concatenate([cols.units for cols in columns]).astype(float)
-        self.share_units = self.units / demand[self.workload]  # rows are in fractions of demand
+        units = np.concatenate([cols.units for cols in columns]).astype(float)
+        self.share_units = units / demand[self.workload]  # rows are in fractions of demand
         self.weight = np.concatenate([cols.weight for cols in columns]).astype(float)
         self.tolerance = REDUCED_COST_TOLERANCE * np.maximum(1.0, np.abs(self.weight))
         share = np.array([workload.min_on_demand_share for workload in workloads])
         on_demand = ~np.concatenate([cols.spot for cols in columns]).astype(bool)
         self.share_coefficient = (on_demand - share[self.workload]) * self.share_units
-        self.alone = np.ceil(demand[self.workload] / self.units - 1e-9)  # nodes that alone cover demand
+        self.alone = np.ceil(demand[self.workload] / units - 1e-9)  # nodes that alone cover demand
 
 
 class _Model:
@@ -233,6 +233,8 @@ class _Model:
         self.flat = flat or _FlatColumns(workloads, columns)
         self.has = np.zeros(len(self.flat.supply), dtype=bool)  # which columns have a variable (were generated)
         self.capacity_left = table.capacity if capacity is None else capacity  # nodes these workloads may use
+        # Most nodes of each column worth having: the supply's capacity, or what alone covers demand.
+        self.upper = np.minimum(self.capacity_left[self.flat.supply], self.flat.alone)
         self.model = _Program()
         self.x: dict[tuple[int, int], _Variable] = {}
         self.y: dict[tuple[int, str], _Variable] = {}
@@ -265,16 +267,13 @@ class _Model:
                 self.model.add_row(ub=0, terms=((served, 1.0), (active, -1.0)))
                 self.group[(index, "")] = self.model.add_row(lb=0, terms=((active, -spread),))
 
-    def upper_bounds(self, index: int, positions: np.ndarray) -> np.ndarray:
-        """Most nodes of these columns worth having: the supply's capacity, or what alone covers demand
-        (as in ``add``)."""
-        columns = self.columns[index]
-        alone = np.ceil(self.demand[index] / columns.units[positions] - 1e-9)
-        return np.minimum(self.capacity_left[columns.supply[positions]], alone)
+    def span(self, index: int) -> slice:
+        """Where the workload's columns are in ``flat``, ``has`` and ``upper``."""
+        return slice(self.flat.offset[index], self.flat.offset[index + 1])
 
     def has_variable(self, index: int) -> np.ndarray:
         """Which of the workload's columns have a variable (were generated): a view of ``has``."""
-        return self.has[self.flat.offset[index]:self.flat.offset[index + 1]]
+        return self.has[self.span(index)]
 
     def generated(self, index: int) -> np.ndarray:
         return np.flatnonzero(self.has_variable(index))
@@ -293,8 +292,7 @@ class _Model:
         workload, columns = self.workloads[index], self.columns[index]
         supply, units = int(columns.supply[position]), float(columns.units[position]) / workload.demand_units
         capacity = self.capacity_left[supply]
-        variable = self.model.add_variable(lb=0, ub=min(capacity, math.ceil(self.demand[index] / columns.units[position]
-                                                                        - 1e-9)))
+        variable = self.model.add_variable(lb=0, ub=float(self.upper[self.span(index)][position]))
         self.x[(index, position)] = variable
         self.has_variable(index)[position] = True
         self.integers.append(variable)
@@ -355,7 +353,7 @@ class _Model:
                 continue
             price = columns.weight + scarcity[columns.supply]
             order = np.argsort(price / columns.units, kind="stable")
-            nodes = self.upper_bounds(index, order)
+            nodes = self.upper[self.span(index)][order]
             reach = np.cumsum(nodes * columns.units[order])
             last = int(np.searchsorted(reach, level))
             if last >= len(order):
@@ -407,7 +405,7 @@ class _Model:
             reduced -= share[flat.workload] * flat.share_coefficient
         for index, mine in self.group_duals(result).items():
             keys, inverse = self.group_codes(index)
-            span = slice(flat.offset[index], flat.offset[index + 1])
+            span = self.span(index)
             reduced[span] -= flat.share_units[span] * np.array([mine.get(key, 0.0) for key in keys])[inverse]
         return reduced
 
@@ -508,13 +506,18 @@ class _Solver:
         if solver == mathopt.SolverType.HIGHS:
             # Good incumbents matter more than bound proofs within a planning time limit.
             params.highs.double_options["mip_heuristic_effort"] = HIGHS_HEURISTIC_EFFORT
+        return self.solve_hinted(model.model, solver, params, hint)
+
+    def solve_hinted(self, program: _Program, solver: mathopt.SolverType, params: mathopt.SolveParameters,
+                     hint: dict[_Variable, float]) -> _Result | None:
+        """A MIP solve from ``hint``, or None when the solver fails (plans then rest on the incumbent)."""
         try:
-            return _solve(model.model, solver, params, hint)
+            return _solve(program, solver, params, hint)
         except Exception:  # noqa: BLE001 - a solver that rejects the hint (OR-Tools' error wrapper itself
-            # fails on some statuses, raising AttributeError) gets the same model without it
+            # fails on some statuses, raising AttributeError) gets the same program without it
             try:
-                return _solve(model.model, solver, params)
-            except Exception:  # noqa: BLE001 - no MIP result: the plan rests on the incumbent
+                return _solve(program, solver, params)
+            except Exception:  # noqa: BLE001 - no result
                 self.stages.append("mip-failed")
                 return None
 
@@ -533,7 +536,6 @@ class _Solver:
         self.lp_exact, self.lp_bound = False, None
         result = None
         flat = model.flat
-        upper = np.minimum(model.capacity_left[flat.supply], flat.alone)  # as in ``upper_bounds``
         servable = np.array([model.served[index].upper_bound > 0 for index in range(len(model.workloads))])
         final = False  # whether the next LP is the last: priced for the bound, adding nothing
         for round_ in range(MAX_PRICING_ROUNDS + 1):
@@ -548,7 +550,7 @@ class _Solver:
             reduced = model.reduced_costs(result, capacity_duals)
             # Unserved workloads' columns could only add cost.
             fresh = np.flatnonzero((reduced < -flat.tolerance) & ~model.has & servable[flat.workload])
-            bound = result.objective + float(reduced[fresh] @ upper[fresh])
+            bound = result.objective + float(reduced[fresh] @ model.upper[fresh])
             if model.levels_fixed:  # costs are never negative, so neither is the bound
                 bound = max(bound, model.priced_bound(capacity_duals), 0.0)
             self.lp_bound = float(bound if self.lp_bound is None else max(self.lp_bound, bound))
@@ -842,10 +844,7 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
         if sum(n for _, n in uses) > model.table.capacity[supply]:
             merge.add_row(ub=model.table.capacity[supply], terms=tuple((variable, float(n)) for variable, n in uses))
     params = solver.params(mathopt.SolverType.HIGHS, most=MERGE_SECONDS, relative_gap_tolerance=1e-4)
-    try:
-        result = _solve(merge, mathopt.SolverType.HIGHS, params, hint)
-    except Exception:  # noqa: BLE001 - as in _Solver.mip: no result, keep the best candidate
-        result = None
+    result = solver.solve_hinted(merge, mathopt.SolverType.HIGHS, params, hint)
     merged = {(index, position): n for variable, (index, nodes) in chosen.items() if result.value(variable) > 0.5
               for position, n in nodes.items()} if result is not None and result.feasible else {}
     return _best_of(model, *candidates, merged)

@@ -17,7 +17,7 @@ from gpu_supply import gpus
 from gpu_supply.errors import UserError
 from gpu_supply.geo import GEOS
 from scheduler.throughput import DTYPE_BYTES
-
+from scheduler.vllm_engine import ENGINES
 
 
 class _Strict(BaseModel):
@@ -153,7 +153,7 @@ class Job(_Strict):
     max_new_tokens: int = Field(default=64, ge=1, le=8192)
     batch_size: int = Field(default=8, ge=1, le=1024, description="prompts per request to a replica")
     route: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]*$")
-    engine: Literal["auto", "static", "vllm"] = Field(
+    engine: Literal[ENGINES] = Field(
         default="auto", description="auto: vLLM on GPU nodes that have it installed, else the built-in runtime")
 
     @model_validator(mode="after")
