@@ -62,8 +62,10 @@ def registry_name(workload: Any) -> str:
 
 def _registry(workload: Any) -> Any:
     """The application's replica registry: each replica reports its node here once its model is
-    loaded (Ray's state API would need the dashboard, which a cluster may not run)."""
+    loaded (Ray's state API would need the dashboard, which a cluster may not run). It lives on the
+    driver's node, never on a GPU node whose loss or preemption it must outlive."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     class ReplicaRegistry:
@@ -77,7 +79,8 @@ def _registry(workload: Any) -> Any:
             return dict(self.nodes)
 
     return ReplicaRegistry.options(name=registry_name(workload), namespace=REGISTRY_NAMESPACE, lifetime="detached",
-                                   get_if_exists=True).remote()
+                                   get_if_exists=True, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                                       ray.get_runtime_context().get_node_id(), soft=False)).remote()
 
 
 def _placement_fields(placement: Any) -> dict[str, str]:
