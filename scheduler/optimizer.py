@@ -7,6 +7,9 @@ Formulation (docs/workloads.md has the user-facing rules):
 - coverage ``sum units * x >= demand * s[w]``; capacity ``sum_w x[w,c] <= capacity(supply)``;
   on-demand share ``sum (on_demand - share) * units * x >= 0``; spread: ``y[w,g]`` marks group g
   (a provider, or a provider's region) carrying at least demand/k, and ``sum_g y >= k``;
+- whole-node cuts (see ``_Model.ceilings``): in those rows a node counts for no more than the row
+  can ask of it, and share workloads get ``sum on_demand units * x >= share * s``, so the LP bound
+  reflects that nodes come whole;
 - lexicographic priorities: when all demand can be served, ``s = 1`` and cost is minimised. When
   not, first maximise ``sum priority * s`` (served fraction), then minimise cost holding it.
 
@@ -43,6 +46,8 @@ from scheduler.workloads import Workload
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.4  # share of the time limit column generation may take before rounding
 COST_PRICING_BUDGET = 0.3  # ...and of the time then left, once service is decided
+PRICING_GAP = 1e-3  # the service stage's column generation stops within this share of its LP's cost of
+# the bound (columns left then barely change the cost, and no service reward is left to find)
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
 HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
@@ -51,8 +56,8 @@ LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 MERGE_SECONDS = 2.0  # most seconds for merging the service-stage plan with the rounded LP (see _merge)
 ROUNDING_PASSES = 4  # roundings of the cost LP, each letting those the last left short pick first
-REPAIR_WORKLOADS = 120  # most workloads re-solved with one the rounded LP left short
-REPAIR_SECONDS = 2.0
+REPAIR_STEPS = ((15, 0.5), (120, 2.0))  # workloads re-solved with one the rounded LP left short, and most
+# seconds: a small neighbourhood first, a larger one where that cannot serve it
 LNS_RELATED = 4  # workloads holding a seed's supplies re-solved with it
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
 REWARD_QUANTILE = 0.99  # unit price the pricing LP's service reward is based on (see _reward)
@@ -214,9 +219,11 @@ class _FlatColumns:
         self.share_units = units / demand[self.workload]  # rows are in fractions of demand
         self.weight = np.concatenate([cols.weight for cols in columns]).astype(float)
         self.tolerance = REDUCED_COST_TOLERANCE * np.maximum(1.0, np.abs(self.weight))
-        share = np.array([workload.min_on_demand_share for workload in workloads])
-        on_demand = ~np.concatenate([cols.spot for cols in columns]).astype(bool)
-        self.share_coefficient = (on_demand - share[self.workload]) * self.share_units
+        self.share = np.array([workload.min_on_demand_share for workload in workloads])
+        self.on_demand = ~np.concatenate([cols.spot for cols in columns]).astype(bool)
+        self.share_coefficient = (self.on_demand - self.share[self.workload]) * self.share_units
+        spread = np.array([workload.spread.count for workload in workloads], dtype=float)
+        self.group_cap = 1.0 / np.maximum(spread, 1.0)[self.workload]  # a group row's coefficient cap
         self.alone = np.ceil(demand[self.workload] / units - 1e-9)  # nodes that alone cover demand
 
 
@@ -242,6 +249,8 @@ class _Model:
         self.active: dict[int, _Variable] = {}  # spread workloads: served at all
         self.cover: dict[int, _Row] = {}
         self.share: dict[int, _Row] = {}
+        self.on_demand: dict[int, _Row] = {}  # share workloads: on-demand units >= share x served
+        self.caps: dict[int, float] = {}  # row id -> most any one node counts for in it (see ceilings)
         self.group: dict[tuple[int, str], _Row] = {}
         self.capacity: dict[int, _Row] = {}
         self.weight: dict[_Variable, float] = {}  # cost objective coefficient of each column
@@ -259,6 +268,7 @@ class _Model:
             self.cover[index] = self.model.add_row(lb=0, terms=((served, -1.0),))
             if workload.min_on_demand_share > 0:  # on-demand units >= share x all units provisioned
                 self.share[index] = self.model.add_row(lb=0)
+                self.on_demand[index] = self.model.add_row(lb=0, terms=((served, -workload.min_on_demand_share),))
             spread = workload.spread.count
             if spread:  # all or nothing: k groups, each carrying demand/k, when served at all
                 active = self.model.add_variable(lb=0, ub=1)
@@ -266,6 +276,7 @@ class _Model:
                 self.integers.append(active)
                 self.model.add_row(ub=0, terms=((served, 1.0), (active, -1.0)))
                 self.group[(index, "")] = self.model.add_row(lb=0, terms=((active, -spread),))
+        self._set_caps()
 
     def span(self, index: int) -> slice:
         """Where the workload's columns are in ``flat``, ``has`` and ``upper``."""
@@ -296,13 +307,15 @@ class _Model:
         self.x[(index, position)] = variable
         self.has_variable(index)[position] = True
         self.integers.append(variable)
-        self.cover[index].set_coefficient(variable, units)
+        self._set_capped(self.cover[index], variable, units)
         self.weight[variable] = float(columns.weight[position])
         if self.costed:
             self.model.objective[variable] = self.weight[variable]
         if index in self.share:
             on_demand = 0.0 if columns.spot[position] else 1.0
             self.share[index].set_coefficient(variable, (on_demand - workload.min_on_demand_share) * units)
+            if on_demand:
+                self._set_capped(self.on_demand[index], variable, units)
         if math.isfinite(capacity):
             if supply not in self.capacity:
                 self.capacity[supply] = self.model.add_row(ub=capacity)
@@ -315,8 +328,31 @@ class _Model:
                 self.y[key] = flag
                 self.integers.append(flag)
                 self.group[key] = self.model.add_row(lb=0, terms=((flag, -1 / spread),))
+                self.caps[self.group[key].id] = 1 / spread
                 self.group[(index, "")].set_coefficient(flag, 1)
-            self.group[key].set_coefficient(variable, units)
+            self._set_capped(self.group[key], variable, units)
+
+    def _set_capped(self, row: _Row, variable: _Variable, units: float) -> None:
+        row.set_coefficient(variable, min(units, self.caps[row.id]))
+
+    def ceilings(self) -> np.ndarray:
+        """The most of its demand each workload may be served (fractions), where the coefficients of its
+        cover row are capped: one node that alone serves that much covers the row whole, fractional
+        or not, so whole-node plans satisfy the capped row too while the LP can no longer buy a
+        sliver of a node. The same holds for the on-demand row (capped at share x ceiling) and the
+        spread group rows (at 1/k). These cuts lift the LP bound where nodes are large against demand."""
+        return np.array([self.served[index].upper_bound for index in range(len(self.workloads))])
+
+    def _set_caps(self) -> None:
+        """Cap the cover and on-demand rows at the current ceilings, lowering coefficients already set
+        (ceilings only come down: service levels are fixed at or below the targets)."""
+        for index, ceiling in enumerate(self.ceilings()):
+            self.caps[self.cover[index].id] = ceiling
+            if index in self.on_demand:
+                self.caps[self.on_demand[index].id] = self.workloads[index].min_on_demand_share * ceiling
+        caps = self.caps
+        self.model.entries = [(row, column, min(value, caps[row]) if row in caps else value)
+                              for row, column, value in self.model.entries]
 
     def objective_penalised(self, penalty: list[float]) -> None:
         """Cost minus a large reward per unit of priority served: always feasible, for pricing columns."""
@@ -338,6 +374,7 @@ class _Model:
             level = variable.upper_bound if levels is None else levels[index] / self.workloads[index].demand_units
             variable.upper_bound = variable.lower_bound = level
         self.levels_fixed = True
+        self._set_caps()
 
     def priced_bound(self, capacity_duals: np.ndarray) -> float:
         """A lower bound on the cost LP over every column: capacity rows priced at their duals (minus
@@ -352,16 +389,21 @@ class _Model:
             if level <= 0:
                 continue
             price = columns.weight + scarcity[columns.supply]
-            order = np.argsort(price / columns.units, kind="stable")
+            units = np.minimum(columns.units, level)  # capped as the cover row is (see ceilings)
+            order = np.argsort(price / units, kind="stable")
             nodes = self.upper[self.span(index)][order]
-            reach = np.cumsum(nodes * columns.units[order])
+            reach = np.cumsum(nodes * units[order])
             last = int(np.searchsorted(reach, level))
             if last >= len(order):
                 return -math.inf
             before = reach[last - 1] if last else 0.0
             total += float(price[order[:last]] @ nodes[:last]) \
-                + (level - before) / float(columns.units[order[last]]) * float(price[order[last]])
+                + (level - before) / float(units[order[last]]) * float(price[order[last]])
         return total
+
+    def cost_of(self, result: _Result) -> float:
+        """What the solution's nodes cost (the objective may also hold service rewards)."""
+        return sum(weight * result.value(variable) for variable, weight in self.weight.items())
 
     def set_integer(self, integer: bool) -> None:
         for variable in self.integers:
@@ -396,17 +438,23 @@ class _Model:
         """Reduced cost c - A'y of every column, generated or not, under the LP's duals (end to end,
         as in ``flat``)."""
         flat = self.flat
+        ceiling = self.ceilings()[flat.workload]
         cover = result.dual_values(np.array([self.cover[index].id for index in range(len(self.workloads))]))
-        reduced = flat.weight - flat.share_units * cover[flat.workload] - capacity_duals[flat.supply]
+        reduced = flat.weight - np.minimum(flat.share_units, ceiling) * cover[flat.workload] \
+            - capacity_duals[flat.supply]
         if self.share:
-            share = np.zeros(len(self.workloads))
+            share, on_demand = np.zeros(len(self.workloads)), np.zeros(len(self.workloads))
             indices = np.fromiter(self.share, dtype=np.int64)
             share[indices] = result.dual_values(np.array([self.share[index].id for index in indices]))
+            on_demand[indices] = result.dual_values(np.array([self.on_demand[index].id for index in indices]))
             reduced -= share[flat.workload] * flat.share_coefficient
+            reduced -= on_demand[flat.workload] * flat.on_demand \
+                * np.minimum(flat.share_units, flat.share[flat.workload] * ceiling)
         for index, mine in self.group_duals(result).items():
             keys, inverse = self.group_codes(index)
             span = self.span(index)
-            reduced[span] -= flat.share_units[span] * np.array([mine.get(key, 0.0) for key in keys])[inverse]
+            reduced[span] -= np.minimum(flat.share_units[span], flat.group_cap[span]) \
+                * np.array([mine.get(key, 0.0) for key in keys])[inverse]
         return reduced
 
     def satisfies(self, assignment: dict[tuple[int, int], int]) -> bool:
@@ -521,8 +569,9 @@ class _Solver:
                 self.stages.append("mip-failed")
                 return None
 
-    def generate_columns(self, model: _Model, budget: float) -> _Result | None:
-        """Column generation on the LP relaxation until no column has a negative reduced cost.
+    def generate_columns(self, model: _Model, budget: float, gap: float = 0.0) -> _Result | None:
+        """Column generation on the LP relaxation until no column has a negative reduced cost, or the
+        proven bound is within ``gap`` times the LP solution's cost of its objective.
 
         Stops early when ``budget`` (a share of the time left) would be spent by another round, with
         one last LP over the columns added so far. Every priced round also
@@ -557,7 +606,7 @@ class _Solver:
             if not len(fresh):
                 self.lp_exact, self.lp_bound = True, float(result.objective)
                 return result
-            if final:
+            if final or result.objective - self.lp_bound <= gap * model.cost_of(result):
                 return result
             before = len(model.x)
             for column in _most_negative(fresh, reduced[fresh], flat.workload[fresh], COLUMNS_PER_ROUND).tolist():
@@ -644,7 +693,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         model.add(index, position)
     incumbent = _best_of(model, _drop_broken(model, greedy), _drop_broken(model, warm))
     model.objective_penalised([_reward(workload, columns[index]) for index, workload in enumerate(workloads)])
-    relaxed = solver.generate_columns(model, budget=PRICING_BUDGET)
+    relaxed = solver.generate_columns(model, budget=PRICING_BUDGET, gap=PRICING_GAP)
     solver.stages.append("pricing-lp")
     incumbent = _best_of(model, incumbent, _round_lp(model, relaxed, incumbent))
     levels = _coverage(model, incumbent)
@@ -674,15 +723,17 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     generated column, or for models too large for that, a large-neighbourhood search."""
     lp = solver.generate_columns(model, budget=COST_PRICING_BUDGET)
     solver.stages.append("cost-lp")
-    rounded, first = _round_lp(model, lp, incumbent), ()
-    for _ in range(ROUNDING_PASSES - 1):  # workloads rounding left short pick first next time
-        short = _short(model, rounded)
-        if not short or not solver.time_left():
+    rounded = latest = _round_lp(model, lp, incumbent)
+    first: tuple[int, ...] = ()
+    for _ in range(ROUNDING_PASSES - 1):  # workloads a pass left short go first in the next
+        short = _short(model, latest)
+        if not short or set(short) <= set(first) or not solver.time_left():  # or the same pass again
             break
         first = tuple(dict.fromkeys([*short, *first]))
-        rounded = _best_of(model, rounded, _round_lp(model, lp, incumbent, first))
+        latest = _round_lp(model, lp, incumbent, first)
+        rounded = _best_of(model, rounded, latest)
     if len(model.x) > LNS_ABOVE_COLUMNS:
-        incumbent = _merge(solver, model, [incumbent, _repair(solver, model, rounded)])
+        incumbent = _merge(solver, model, [incumbent, _repair(solver, model, rounded), rounded])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None
     incumbent = _best_of(model, incumbent, rounded)
@@ -792,22 +843,20 @@ class _Neighbourhoods:
 
 def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
     """The rounded LP with the workloads it left short of their service level completed, each re-solved
-    with the workloads holding the full supplies of its columns, and those holding theirs (the rounding
-    is close to the LP's cost; the service-stage plan it would otherwise lose to rarely is)."""
-    short = _short(model, rounded)
-    if not short:
-        return rounded
+    with the workloads holding the full supplies of its columns, those holding theirs, and so on
+    (the rounding is close to the LP's cost; the service-stage plan it would otherwise lose to rarely
+    is). Small neighbourhoods solve fast and to near optimality; larger ones only where needed."""
     search = _Neighbourhoods(solver, model, rounded)
-    for index in short:
-        if not solver.time_left():
-            break
-        chunk, frontier = [index], [index]
-        while frontier and len(chunk) < REPAIR_WORKLOADS:  # its blockers, theirs, and so on
-            frontier = [other for held in frontier for other in search.blocking(held, model.generated(held))]
-            frontier = [other for other in dict.fromkeys(frontier) if other not in chunk]
-            frontier = frontier[:REPAIR_WORKLOADS - len(chunk)]
-            chunk.extend(frontier)
-        search.resolve(chunk, most=REPAIR_SECONDS)
+    for index in _short(model, rounded):
+        for size, seconds in REPAIR_STEPS:
+            if not solver.time_left() or index not in _short(model, search.assignment):
+                break
+            chunk, frontier = [index], [index]
+            while frontier and len(chunk) < size:  # its blockers, theirs, and so on
+                frontier = [other for held in frontier for other in search.blocking(held, model.generated(held))]
+                frontier = [other for other in dict.fromkeys(frontier) if other not in chunk][:size - len(chunk)]
+                chunk.extend(frontier)
+            search.resolve(chunk, most=seconds)
     return search.assignment
 
 
@@ -816,6 +865,8 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
     """The cheapest mix of candidate plans: each workload takes all its nodes from one candidate that
     meets its service level, within every supply's capacity (a small 0-1 program). The first
     candidate must meet every level; it is the hint."""
+    if not solver.time_left():
+        return _best_of(model, *candidates)
     units_of = [columns.units for columns in model.columns]
     options: dict[int, list[dict[int, int]]] = defaultdict(list)
     for candidate in candidates:
@@ -890,7 +941,8 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
     refill what rounding lost from their cheapest columns with room, topping up on-demand nodes where
     rounding broke their on-demand share. A workload left short of the LP's service takes its nodes
     in ``fallback`` instead where they serve more and still fit (a spread workload the LP did not
-    place, too); otherwise it stays partly served.
+    place, too); otherwise it stays partly served. The workloads ``first`` names are rounded and
+    completed before anyone else takes a node (a pass after they were left short).
     """
     if lp is None or not lp.feasible:
         return {}
@@ -902,11 +954,13 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
     by_workload: dict[int, list[tuple[int, _Variable]]] = defaultdict(list)
     for (index, position), variable in model.x.items():
         by_workload[index].append((position, variable))
-        if lp.value(variable) >= 1 - 1e-6:
-            rounding.take(index, position, math.floor(lp.value(variable) + 1e-6))
-    order = list(dict.fromkeys([*first, *sorted(range(len(model.workloads)),
-                                                key=lambda i: (-model.workloads[i].priority, i))]))
-    for index in order:
+
+    def round_down(index: int) -> None:
+        for position, variable in by_workload[index]:
+            if lp.value(variable) >= 1 - 1e-6:
+                rounding.take(index, position, math.floor(lp.value(variable) + 1e-6))
+
+    def complete(index: int) -> None:
         workload = model.workloads[index]
         needed = lp.value(model.served[index]) * workload.demand_units
         if workload.spread.count:
@@ -924,6 +978,17 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
                 if not rounding.restore(index, fallback_nodes[index]):
                     rounding.refill(index, needed)
         rounding.trim(index, needed)
+
+    for index in first:
+        round_down(index)
+        complete(index)
+    chosen_first = set(first)
+    rest = [index for index in sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i))
+            if index not in chosen_first]
+    for index in rest:
+        round_down(index)
+    for index in rest:
+        complete(index)
     return _drop_broken(model, rounding.assignment)
 
 

@@ -29,6 +29,27 @@ def test_cheapest_mix_of_node_shapes():
     assert not result.unmet
 
 
+def test_lp_bound_counts_a_node_needed_whole():
+    """One node covers the demand at most once, so the LP cannot buy an eighth of the big node (1.0)
+    where a small one (1.5) is what whole nodes can do: the bound is the optimum itself."""
+    offers = [make_offer(region="r", instance_type="big", gpu_count=8, price_per_hour=8.0),
+              make_offer(region="r", instance_type="small", gpu_count=1, price_per_hour=1.5)]
+    result = plan(fleet(replicas("w", 1)), offers)
+    assert nodes_by(result) == {("w", "r", "small", "on_demand"): 1}
+    assert result.solver.lp_exact and result.solver.lp_bound == pytest.approx(1.5)
+
+
+def test_lp_bound_counts_the_on_demand_share_in_whole_nodes():
+    """Half of 2 replicas must be on demand, and the only on-demand node is 8 GPUs: whole nodes pay 8.
+    Without the on-demand cut the LP would take a quarter of it beside spot nodes (2.8)."""
+    offers = [make_offer(region="r", instance_type="od8", gpu_count=8, price_per_hour=8.0),
+              make_offer(region="r", instance_type="spot1", gpu_count=1, price_per_hour=0.4,
+                         pricing=PricingModel.SPOT)]
+    result = plan(fleet(replicas("w", 2, spot="allowed", min_on_demand_share=0.5)), offers)
+    assert nodes_by(result) == {("w", "r", "od8", "on_demand"): 1}
+    assert result.solver.lp_exact and result.solver.lp_bound == pytest.approx(8.0)
+
+
 def test_short_supply_serves_priority_first_and_names_the_binding_capacity():
     offers = [make_offer(instance_type="only", gpu_count=1, price_per_hour=1.0, available_nodes=4)]
     result = plan(fleet(replicas("high", 3, priority=10), replicas("low", 3, priority=1)), offers)
