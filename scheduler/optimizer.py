@@ -533,8 +533,9 @@ class _Solver:
         return mathopt.SolveParameters(time_limit=self.remaining(share, most), random_seed=0, threads=threads,
                                        **extra)
 
-    def time_left(self) -> bool:
-        return time.monotonic() < self.deadline
+    def time_left(self, reserve: float = 0.0) -> bool:
+        """Whether there is time before the deadline, keeping ``reserve`` seconds for what comes after."""
+        return time.monotonic() + reserve < self.deadline
 
     def lp(self, model: _Model) -> _Result | None:
         """The LP relaxation, or None when the solver fails (plans then rest on the incumbent)."""
@@ -723,11 +724,13 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     generated column, or for models too large for that, a large-neighbourhood search."""
     lp = solver.generate_columns(model, budget=COST_PRICING_BUDGET)
     solver.stages.append("cost-lp")
+    started = time.monotonic()
     rounded = latest = _round_lp(model, lp, incumbent)
+    reserve = time.monotonic() - started + MERGE_SECONDS  # another pass, and then the merge
     first: tuple[int, ...] = ()
     for _ in range(ROUNDING_PASSES - 1):  # workloads a pass left short go first in the next
         short = _short(model, latest)
-        if not short or set(short) <= set(first) or not solver.time_left():  # or the same pass again
+        if not short or set(short) <= set(first) or not solver.time_left(reserve):  # or the same pass again
             break
         first = tuple(dict.fromkeys([*short, *first]))
         latest = _round_lp(model, lp, incumbent, first)
@@ -849,14 +852,14 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int])
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
-            if not solver.time_left() or index not in _short(model, search.assignment):
+            if not solver.time_left(MERGE_SECONDS) or index not in _short(model, search.assignment):
                 break
             chunk, frontier = [index], [index]
             while frontier and len(chunk) < size:  # its blockers, theirs, and so on
                 frontier = [other for held in frontier for other in search.blocking(held, model.generated(held))]
                 frontier = [other for other in dict.fromkeys(frontier) if other not in chunk][:size - len(chunk)]
                 chunk.extend(frontier)
-            search.resolve(chunk, most=seconds)
+            search.resolve(chunk, most=min(seconds, solver.deadline - time.monotonic() - MERGE_SECONDS))
     return search.assignment
 
 
@@ -864,7 +867,8 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
            ) -> dict[tuple[int, int], int]:
     """The cheapest mix of candidate plans: each workload takes all its nodes from one candidate that
     meets its service level, within every supply's capacity (a small 0-1 program). The first
-    candidate must meet every level; it is the hint."""
+    candidate must meet every level. The program starts from a greedy mix (see _greedy_mix), which
+    is also the answer where the solver has no time to improve on it."""
     if not solver.time_left():
         return _best_of(model, *candidates)
     units_of = [columns.units for columns in model.columns]
@@ -878,6 +882,11 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
             covered = sum(float(units_of[index][position]) * n for position, n in nodes.items())
             if covered >= level - 1e-6 and nodes not in options[index]:
                 options[index].append(nodes)
+    costs = {index: [sum(float(model.columns[index].weight[position]) * n for position, n in nodes.items())
+                     for nodes in choices] for index, choices in options.items()}
+    uses = {index: [_supplies_used(model, index, nodes) for nodes in choices] for index, choices in options.items()}
+    picks = _greedy_mix(model.table.capacity, costs, uses)
+    greedy = {(index, position): n for index, pick in picks.items() for position, n in options[index][pick].items()}
     merge = _Program()
     usage: dict[int, list[tuple[_Variable, int]]] = defaultdict(list)
     hint, chosen = {}, {}
@@ -886,19 +895,57 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
         merge.add_row(1, 1, terms=tuple((variable, 1.0) for variable in variables))
         for number, (variable, nodes) in enumerate(zip(variables, choices)):
             chosen[variable] = (index, nodes)
-            hint[variable] = 1.0 if number == 0 else 0.0
-            weight = model.columns[index].weight
-            merge.objective[variable] = sum(float(weight[position]) * n for position, n in nodes.items())
-            for position, n in nodes.items():
-                usage[int(model.columns[index].supply[position])].append((variable, n))
-    for supply, uses in usage.items():
-        if sum(n for _, n in uses) > model.table.capacity[supply]:
-            merge.add_row(ub=model.table.capacity[supply], terms=tuple((variable, float(n)) for variable, n in uses))
+            hint[variable] = 1.0 if number == picks[index] else 0.0
+            merge.objective[variable] = costs[index][number]
+            for supply, n in uses[index][number].items():
+                usage[supply].append((variable, n))
+    for supply, used in usage.items():
+        if sum(n for _, n in used) > model.table.capacity[supply]:
+            merge.add_row(ub=model.table.capacity[supply], terms=tuple((variable, float(n)) for variable, n in used))
     params = solver.params(mathopt.SolverType.HIGHS, most=MERGE_SECONDS, relative_gap_tolerance=1e-4)
     result = solver.solve_hinted(merge, mathopt.SolverType.HIGHS, params, hint)
     merged = {(index, position): n for variable, (index, nodes) in chosen.items() if result.value(variable) > 0.5
               for position, n in nodes.items()} if result is not None and result.feasible else {}
-    return _best_of(model, *candidates, merged)
+    return _best_of(model, *candidates, greedy, merged)
+
+
+def _supplies_used(model: _Model, index: int, nodes: dict[int, int]) -> dict[int, int]:
+    used: dict[int, int] = defaultdict(int)
+    for position, n in nodes.items():
+        used[int(model.columns[index].supply[position])] += n
+    return dict(used)
+
+
+def _greedy_mix(capacity: np.ndarray, costs: dict[int, list[float]], uses: dict[int, list[dict[int, int]]]
+                ) -> dict[int, int]:
+    """Each workload's cheapest option, then, while a supply is over capacity, the workload on it whose
+    return to option 0 costs least per node it frees there goes back to option 0 (all on option 0
+    fits, so this ends within capacity)."""
+    picks = {index: int(np.argmin(option_costs)) for index, option_costs in costs.items()}
+    used: dict[int, int] = defaultdict(int)
+    holders: dict[int, set[int]] = defaultdict(set)
+    for index, pick in picks.items():
+        for supply, n in uses[index][pick].items():
+            used[supply] += n
+            holders[supply].add(index)
+    over = {supply for supply, n in used.items() if n > capacity[supply]}
+    while over:
+        supply = min(over)
+
+        def freed(index: int) -> int:
+            return uses[index][picks[index]].get(supply, 0) - uses[index][0].get(supply, 0)
+
+        movers = [index for index in holders[supply] if picks[index] and freed(index) > 0]
+        mover = min(movers, key=lambda index: ((costs[index][0] - costs[index][picks[index]]) / freed(index), index))
+        for changed, n in uses[mover][picks[mover]].items():
+            used[changed] -= n
+            holders[changed].discard(mover)
+        picks[mover] = 0
+        for changed, n in uses[mover][0].items():
+            used[changed] += n
+            holders[changed].add(mover)
+        over = {supply for supply in over | set(uses[mover][0]) if used[supply] > capacity[supply]}
+    return picks
 
 
 def _improve(solver: _Solver, model: _Model, lp: _Result | None,

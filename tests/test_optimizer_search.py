@@ -99,3 +99,21 @@ def test_pricing_picks_each_workloads_most_negative_columns_as_a_sort_would():
         rank = np.array([int((owners[order[:i]] == owners[order[i]]).sum()) for i in range(size)], dtype=int)
         expected = np.sort(positions[order][rank < count])
         assert np.array_equal(optimizer._most_negative(positions, values, owners, count), expected)
+
+
+def test_greedy_mix_sends_back_whoever_frees_a_full_supply_at_least_cost_per_node():
+    import numpy as np
+
+    capacity = np.array([2.0, 10.0, 1.0])
+    # Option 0 of each workload (the plan that fits) is on supply 1; their cheaper options crowd supply 0.
+    costs = {0: [20.0, 4.0], 1: [10.0, 3.0], 2: [9.0, 8.0, 2.0]}
+    uses = {0: [{1: 2}, {0: 2}], 1: [{1: 1}, {0: 1}], 2: [{1: 1}, {2: 1}, {0: 1}]}
+    picks = optimizer._greedy_mix(capacity, costs, uses)
+    # Supply 0 holds 4 of 2: workload 1 frees a node for 7 and workload 2 for 7 too (the lower index
+    # goes first), then 3 of 2 still: workload 2 (7 per node) before workload 0 (8 per node).
+    assert picks == {0: 1, 1: 0, 2: 0}
+    used = np.zeros(3)
+    for index, pick in picks.items():
+        for supply, nodes in uses[index][pick].items():
+            used[supply] += nodes
+    assert (used <= capacity).all()
