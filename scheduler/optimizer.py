@@ -55,6 +55,7 @@ LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve)
 LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 MERGE_SECONDS = 2.0  # most seconds for merging the service-stage plan with the rounded LP (see _merge)
+MERGE_RESERVE = 0.1  # share of the time limit (at most MERGE_SECONDS) rounding and repair leave the merge
 ROUNDING_PASSES = 4  # roundings of the cost LP, each letting those the last left short pick first
 REPAIR_STEPS = ((15, 0.5), (120, 2.0))  # workloads re-solved with one the rounded LP left short, and most
 # seconds: a small neighbourhood first, a larger one where that cannot serve it
@@ -521,6 +522,7 @@ class _Solver:
         self.stages: list[str] = []
         self.lp_bound: float | None = None  # proven lower bound on the last column generation's full LP
         self.lp_exact = False  # ...and it is that LP's optimum: every column priced out
+        self.merge_reserve = min(MERGE_SECONDS, MERGE_RESERVE * options.time_limit_s)
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
         left = self.deadline - time.monotonic()
@@ -538,14 +540,19 @@ class _Solver:
         return time.monotonic() + reserve < self.deadline
 
     def lp(self, model: _Model) -> _Result | None:
-        """The LP relaxation, or None when the solver fails (plans then rest on the incumbent)."""
+        """The LP relaxation, or None when the solver fails (plans then rest on the incumbent). HiGHS's
+        dual simplex (its default) hits internal errors on some large pricing LPs that its primal
+        simplex solves, so a failure is retried with that once."""
         model.set_integer(False)
-        try:
-            return _solve(model.model, mathopt.SolverType.HIGHS, self.params(mathopt.SolverType.HIGHS))
-        except Exception:  # noqa: BLE001 - HiGHS internal errors surface as StatusNotOk or, through an
-            # OR-Tools wrapper bug, AttributeError; either way there is no LP this time
-            self.stages.append("lp-failed")
-            return None
+        for algorithm in (None, mathopt.LPAlgorithm.PRIMAL_SIMPLEX):
+            params = self.params(mathopt.SolverType.HIGHS)
+            params.lp_algorithm = algorithm
+            try:
+                return _solve(model.model, mathopt.SolverType.HIGHS, params)
+            except Exception:  # noqa: BLE001 - HiGHS internal errors surface as StatusNotOk or, through an
+                # OR-Tools wrapper bug, AttributeError
+                self.stages.append("lp-failed")
+        return None
 
     def mip(self, model: _Model, hint: dict[_Variable, float], share: float = 1.0,
             most: float = math.inf) -> _Result | None:
@@ -726,7 +733,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     solver.stages.append("cost-lp")
     started = time.monotonic()
     rounded = latest = _round_lp(model, lp, incumbent)
-    reserve = time.monotonic() - started + MERGE_SECONDS  # another pass, and then the merge
+    reserve = time.monotonic() - started + solver.merge_reserve  # another pass, and then the merge
     first: tuple[int, ...] = ()
     for _ in range(ROUNDING_PASSES - 1):  # workloads a pass left short go first in the next
         short = _short(model, latest)
@@ -852,14 +859,14 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int])
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
-            if not solver.time_left(MERGE_SECONDS) or index not in _short(model, search.assignment):
+            if not solver.time_left(solver.merge_reserve) or index not in _short(model, search.assignment):
                 break
             chunk, frontier = [index], [index]
             while frontier and len(chunk) < size:  # its blockers, theirs, and so on
                 frontier = [other for held in frontier for other in search.blocking(held, model.generated(held))]
                 frontier = [other for other in dict.fromkeys(frontier) if other not in chunk][:size - len(chunk)]
                 chunk.extend(frontier)
-            search.resolve(chunk, most=min(seconds, solver.deadline - time.monotonic() - MERGE_SECONDS))
+            search.resolve(chunk, most=min(seconds, solver.deadline - time.monotonic() - solver.merge_reserve))
     return search.assignment
 
 

@@ -117,3 +117,24 @@ def test_greedy_mix_sends_back_whoever_frees_a_full_supply_at_least_cost_per_nod
         for supply, nodes in uses[index][pick].items():
             used[supply] += nodes
     assert (used <= capacity).all()
+
+
+def test_an_lp_the_dual_simplex_fails_on_is_solved_by_the_primal():
+    from ortools.math_opt.python import mathopt
+
+    real, algorithms = optimizer._solve, []
+
+    def dual_simplex_fails(program, solver, params, hint=None):
+        if not any(variable.integer for variable in program.variables):
+            algorithms.append(params.lp_algorithm)
+            if params.lp_algorithm is None:
+                raise RuntimeError("HighsStatus: kError [INTERNAL]")
+        return real(program, solver, params, hint)
+
+    offers = [make_offer(region="r", instance_type="big", gpu_count=8, price_per_hour=8.0),
+              make_offer(region="r", instance_type="small", gpu_count=1, price_per_hour=1.5)]
+    with mock.patch.object(optimizer, "_solve", dual_simplex_fails):
+        result = plan(fleet(replicas("w", 10)), offers)
+    assert algorithms and set(algorithms) == {None, mathopt.LPAlgorithm.PRIMAL_SIMPLEX}
+    assert result.total_cost == pytest.approx(11.0) and result.solver.lp_exact
+    assert "lp-failed" in result.solver.stages
