@@ -116,9 +116,9 @@ def main() -> int:
               f"{greedy.cost / cost:>7.3f} {greedy.served_priority / row['max_served']:>9.2%} {alone.cost:>12,.0f} "
               f"{alone.violations:>5} {single.cost:>12,.0f} {single.cost / cost:>7.3f}", flush=True)
     print("served: priority-weighted share of demand served; cost/LP: against the cost LP at the plan's service "
-          "(* column generation not finished: a proven lower bound on that LP, not its value; - no positive bound yet); gap: the final MIP's, - after a neighbourhood "
-          "search; gr/opt and 1t/opt: cost ratios to the optimizer (meaningful where both serve the same demand); "
-          "viol.: supplies over capacity.")
+          "(* column generation not finished: a proven lower bound on that LP, not its value; - no positive bound "
+          "yet); gap: the final MIP's, - after a neighbourhood search; gr/opt and 1t/opt: cost ratios to the "
+          "optimizer (meaningful where both serve the same demand); viol.: supplies over capacity.")
     return 0
 
 

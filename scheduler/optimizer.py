@@ -193,7 +193,8 @@ def _solve(program: _Program, solver: mathopt.SolverType, params: mathopt.SolveP
         solution.ids.extend([id_ for id_, _ in values])
         solution.values.extend([value for _, value in values])
     raw = core_solver.solve(program.export(), solver.value, init_arguments.StreamableSolverInitArguments().to_proto(),
-                            params.to_proto(), model_params, None, callback.CallbackRegistration().to_proto(), None, None)
+                            params.to_proto(), model_params, None, callback.CallbackRegistration().to_proto(),
+                            None, None)
     termination = raw.termination
     primal = raw.solutions[0].primal_solution if raw.solutions and raw.solutions[0].HasField("primal_solution") \
         else None
@@ -498,12 +499,14 @@ class _Model:
             units = float(self.columns[index].units[position]) * nodes
             covered[index] += units
             if self.workloads[index].spread.count:
-                per_group[(index, self.group_key(self.workloads[index], int(self.columns[index].supply[position])))] += units
+                group = self.group_key(self.workloads[index], int(self.columns[index].supply[position]))
+                per_group[(index, group)] += units
         for index, variable in self.served.items():
             values[variable] = min(variable.upper_bound, covered[index] / self.workloads[index].demand_units)
         for (index, key), variable in self.y.items():
             spread = self.workloads[index].spread.count
-            values[variable] = 1.0 if per_group[(index, key)] >= self.workloads[index].demand_units / spread - 1e-9 else 0.0
+            carried = per_group[(index, key)] >= self.workloads[index].demand_units / spread - 1e-9
+            values[variable] = 1.0 if carried else 0.0
         for index, variable in self.active.items():
             values[variable] = 1.0 if covered[index] > 0 else 0.0
         # Solvers reject hints outside a variable's bounds (served fractions may be fixed): clamp them.
@@ -791,6 +794,12 @@ class _Neighbourhoods:
             cost[index] = sum(float(weight[position]) * n for position, n in mine.items())
         return cost
 
+    def short(self, index: int) -> bool:
+        """Whether the workload's nodes serve less than its (fixed) service level."""
+        units = self.model.columns[index].units
+        covered = sum(float(units[position]) * n for position, n in self.nodes.get(index, {}).items())
+        return covered < self.model.level(index) - 1e-6
+
     def full(self, supply: int) -> bool:
         return sum(self.holders[supply].values()) >= self.model.table.capacity[supply] - 0.5
 
@@ -859,7 +868,7 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int])
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
-            if not solver.time_left(solver.merge_reserve) or index not in _short(model, search.assignment):
+            if not solver.time_left(solver.merge_reserve) or not search.short(index):
                 break
             chunk, frontier = [index], [index]
             while frontier and len(chunk) < size:  # its blockers, theirs, and so on
@@ -936,14 +945,14 @@ def _greedy_mix(capacity: np.ndarray, costs: dict[int, list[float]], uses: dict[
             used[supply] += n
             holders[supply].add(index)
     over = {supply for supply, n in used.items() if n > capacity[supply]}
+    def freed(index: int, supply: int) -> int:
+        return uses[index][picks[index]].get(supply, 0) - uses[index][0].get(supply, 0)
+
     while over:
         supply = min(over)
-
-        def freed(index: int) -> int:
-            return uses[index][picks[index]].get(supply, 0) - uses[index][0].get(supply, 0)
-
-        movers = [index for index in holders[supply] if picks[index] and freed(index) > 0]
-        mover = min(movers, key=lambda index: ((costs[index][0] - costs[index][picks[index]]) / freed(index), index))
+        movers = [index for index in holders[supply] if picks[index] and freed(index, supply) > 0]
+        mover = min(movers, key=lambda index: ((costs[index][0] - costs[index][picks[index]]) / freed(index, supply),
+                                               index))
         for changed, n in uses[mover][picks[mover]].items():
             used[changed] -= n
             holders[changed].discard(mover)

@@ -48,12 +48,15 @@ def choose(requested: str = "auto") -> str:
         raise UserError("engine", f"unknown engine {requested!r}", f"one of {', '.join(ENGINES)}")
     if requested == "static":
         return "static"
-    runnable = vllm_installed() and cuda_available()
-    if requested == "vllm" and not runnable:
-        missing = "vLLM is not installed" if not vllm_installed() else "no CUDA GPU is visible"
+    missing = None
+    if not vllm_installed():
+        missing = "vLLM is not installed"
+    elif not cuda_available():
+        missing = "no CUDA GPU is visible"
+    if requested == "vllm" and missing:
         raise UserError("engine", f"vllm cannot run here: {missing}",
                         "pip install vllm on the GPU nodes, or use engine: auto (the built-in runtime)")
-    return "vllm" if runnable else "static"
+    return "static" if missing else "vllm"
 
 
 def write_model(arch: engine.ModelArch, directory: Path) -> Path:
