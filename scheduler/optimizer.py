@@ -56,9 +56,12 @@ LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 MERGE_SECONDS = 2.0  # most seconds for merging the service-stage plan with the rounded LP (see _merge)
 MERGE_RESERVE = 0.1  # share of the time limit (at most MERGE_SECONDS) rounding and repair leave the merge
+COMPLETION_SWEEPS = 3  # passes completing the workloads a rounding left short from nodes freed after them
+DISPLACE_DEPTH = 3  # chains of workloads displaced to their fallback nodes, at most this long (see _Rounding)
 ROUNDING_PASSES = 4  # roundings of the cost LP, each letting those the last left short pick first
 REPAIR_STEPS = ((15, 0.5), (120, 2.0))  # workloads re-solved with one the rounded LP left short, and most
 # seconds: a small neighbourhood first, a larger one where that cannot serve it
+ROOM_COLUMNS = 4  # cheapest columns with free nodes each re-solved workload may also move to
 LNS_RELATED = 4  # workloads holding a seed's supplies re-solved with it
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
 REWARD_QUANTILE = 0.99  # unit price the pricing LP's service reward is based on (see _reward)
@@ -67,6 +70,7 @@ FINISH_SECONDS = (0.2, 0.0006)  # kept back from the time limit for assembling t
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
 COLUMNS_PER_ROUND = 8  # columns added per workload per pricing round
 MAX_PRICING_ROUNDS = 25
+CAPACITY_PRICED = 2.0  # a pricing round adds columns on a supply for up to this many times its capacity
 REDUCED_COST_TOLERANCE = 1e-7
 
 
@@ -620,7 +624,10 @@ class _Solver:
             if final or result.objective - self.lp_bound <= gap * model.cost_of(result):
                 return result
             before = len(model.x)
-            for column in _most_negative(fresh, reduced[fresh], flat.workload[fresh], COLUMNS_PER_ROUND).tolist():
+            picked = _most_negative(fresh, reduced[fresh], flat.workload[fresh], COLUMNS_PER_ROUND)
+            picked = _within_capacity(picked, reduced[picked], flat.supply[picked], model.upper[picked],
+                                      model.capacity_left)
+            for column in picked.tolist():
                 index = int(flat.workload[column])
                 model.add(index, column - int(flat.offset[index]))
             # The LP returned has every column generated: the last round that adds columns is the
@@ -646,6 +653,21 @@ def _most_negative(positions: np.ndarray, values: np.ndarray, owners: np.ndarray
         chosen.append(hits)
         values[hits] = np.inf
     return positions[np.sort(np.concatenate(chosen))] if chosen else positions[:0]
+
+
+def _within_capacity(positions: np.ndarray, values: np.ndarray, supplies: np.ndarray, nodes: np.ndarray,
+                     capacity: np.ndarray) -> np.ndarray:
+    """Of ``positions``, per supply the most negative (``values``) while the nodes they could take stay
+    within CAPACITY_PRICED times its capacity. A supply the LP has no column on yet has no capacity
+    price, so every workload prices it cheap: adding them all would fill the LP with columns the next
+    round's price makes worthless."""
+    order = np.lexsort((positions, values, supplies))
+    supplies, nodes = supplies[order], nodes[order]
+    starts = np.flatnonzero(np.r_[True, supplies[1:] != supplies[:-1]])
+    before = np.cumsum(nodes) - nodes
+    before -= np.repeat(before[starts], np.diff(np.r_[starts, len(supplies)]))
+    keep = before < CAPACITY_PRICED * capacity[supplies]
+    return np.sort(positions[order][keep])
 
 
 def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable) -> np.ndarray:
@@ -736,6 +758,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     solver.stages.append("cost-lp")
     started = time.monotonic()
     rounded = latest = _round_lp(model, lp, incumbent)
+    passes = [latest]
     reserve = time.monotonic() - started + solver.merge_reserve  # another pass, and then the merge
     first: tuple[int, ...] = ()
     for _ in range(ROUNDING_PASSES - 1):  # workloads a pass left short go first in the next
@@ -744,9 +767,11 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
             break
         first = tuple(dict.fromkeys([*short, *first]))
         latest = _round_lp(model, lp, incumbent, first)
+        passes.append(latest)
         rounded = _best_of(model, rounded, latest)
-    if len(model.x) > LNS_ABOVE_COLUMNS:
-        incumbent = _merge(solver, model, [incumbent, _repair(solver, model, rounded), rounded])
+    if len(model.x) > LNS_ABOVE_COLUMNS:  # each pass offers the merge what it completed
+        repaired = _repair(solver, model, rounded, incumbent, passes)
+        incumbent = _merge(solver, model, [repaired, *passes, incumbent])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None
     incumbent = _best_of(model, incumbent, rounded)
@@ -826,7 +851,8 @@ class _Neighbourhoods:
                       levels, capacity=left)
         part.fix_served(levels)
         for local, index in enumerate(chunk):
-            for position in sorted({*model.generated(index).tolist(), *self.nodes[index]}):
+            room = np.flatnonzero(left[model.columns[index].supply] >= 1)[:ROOM_COLUMNS]
+            for position in sorted({*model.generated(index).tolist(), *self.nodes[index], *room.tolist()}):
                 part.add(local, position)
         part.objective_cost()
         current = {(local, position): n for local, index in enumerate(chunk)
@@ -860,11 +886,16 @@ class _Neighbourhoods:
         return (self.resolve(chunk) or improved) if chunk and self.solver.time_left() else improved
 
 
-def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
+            fallback: dict[tuple[int, int], int], alternatives: list[dict[tuple[int, int], int]]
+            ) -> dict[tuple[int, int], int]:
     """The rounded LP with the workloads it left short of their service level completed, each re-solved
     with the workloads holding the full supplies of its columns, those holding theirs, and so on
     (the rounding is close to the LP's cost; the service-stage plan it would otherwise lose to rarely
-    is). Small neighbourhoods solve fast and to near optimality; larger ones only where needed."""
+    is). Small neighbourhoods solve fast and to near optimality; larger ones only where needed. Any
+    still short then take their nodes in one of the ``alternatives`` that serves them (cheapest
+    first), or in ``fallback`` (a plan that serves everyone), those they displace making up from
+    free nodes (see _Rounding.displace)."""
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
@@ -876,33 +907,65 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int])
                 frontier = [other for other in dict.fromkeys(frontier) if other not in chunk][:size - len(chunk)]
                 chunk.extend(frontier)
             search.resolve(chunk, most=min(seconds, solver.deadline - time.monotonic() - solver.merge_reserve))
-    return search.assignment
+    repaired = search.assignment
+    short = _short(model, repaired)
+    if not short:
+        return repaired
+    rounding = _Rounding.of(model, repaired)
+    fallback_nodes, others = _by_workload(fallback), [_by_workload(plan) for plan in alternatives]
+    for index in short:
+        if not solver.time_left(solver.merge_reserve):
+            break
+        complete = [mine[index] for mine in others if _covers(model, index, mine[index])]
+        for nodes in sorted(complete, key=lambda nodes: _cost(model, index, nodes)) + [fallback_nodes[index]]:
+            if rounding.displace(index, nodes, fallback_nodes):
+                break
+    return _drop_broken(model, rounding.assignment)
+
+
+def _by_workload(assignment: dict[tuple[int, int], int]) -> dict[int, dict[int, int]]:
+    nodes: dict[int, dict[int, int]] = defaultdict(dict)
+    for (index, position), n in assignment.items():
+        nodes[index][position] = n
+    return nodes
+
+
+def _covers(model: _Model, index: int, nodes: dict[int, int]) -> bool:
+    """Whether these nodes serve the workload its (fixed) service level."""
+    units = model.columns[index].units
+    return sum(float(units[position]) * n for position, n in nodes.items()) >= model.level(index) - 1e-6
+
+
+def _cost(model: _Model, index: int, nodes: dict[int, int]) -> float:
+    weight = model.columns[index].weight
+    return sum(float(weight[position]) * n for position, n in nodes.items())
 
 
 def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int], int]]
            ) -> dict[tuple[int, int], int]:
     """The cheapest mix of candidate plans: each workload takes all its nodes from one candidate that
-    meets its service level, within every supply's capacity (a small 0-1 program). The first
-    candidate must meet every level. The program starts from a greedy mix (see _greedy_mix), which
-    is also the answer where the solver has no time to improve on it."""
+    meets its service level, within every supply's capacity (a small 0-1 program). At least one
+    candidate must meet every level; the cheapest that does is the fallback. The program starts from
+    a greedy mix (see _greedy_mix) that starts each workload on the first candidate serving it,
+    which is also the answer where the solver has no time to improve on it."""
     if not solver.time_left():
         return _best_of(model, *candidates)
-    units_of = [columns.units for columns in model.columns]
+    base = _best_of(model, *[candidate for candidate in candidates if not _short(model, candidate)])
     options: dict[int, list[dict[int, int]]] = defaultdict(list)
-    for candidate in candidates:
-        mine: dict[int, dict[int, int]] = defaultdict(dict)
-        for (index, position), nodes in candidate.items():
-            mine[index][position] = nodes
-        for index, nodes in mine.items():
-            level = model.level(index)
-            covered = sum(float(units_of[index][position]) * n for position, n in nodes.items())
-            if covered >= level - 1e-6 and nodes not in options[index]:
-                options[index].append(nodes)
-    costs = {index: [sum(float(model.columns[index].weight[position]) * n for position, n in nodes.items())
-                     for nodes in choices] for index, choices in options.items()}
+    start: dict[int, int] = {}
+    for candidate in [base, *candidates]:
+        for index, nodes in _by_workload(candidate).items():
+            if _covers(model, index, nodes):
+                if nodes not in options[index]:
+                    options[index].append(nodes)
+                if candidate is not base:
+                    start.setdefault(index, options[index].index(nodes))
+    costs = {index: [_cost(model, index, nodes) for nodes in choices] for index, choices in options.items()}
     uses = {index: [_supplies_used(model, index, nodes) for nodes in choices] for index, choices in options.items()}
-    picks = _greedy_mix(model.table.capacity, costs, uses)
+    picks = _greedy_mix(model.table.capacity, costs, uses, start)
     greedy = {(index, position): n for index, pick in picks.items() for position, n in options[index][pick].items()}
+    if all(costs[index][pick] <= min(costs[index]) for index, pick in picks.items()):
+        return _best_of(model, *candidates, greedy)  # each workload's cheapest option, and they fit: optimal
     merge = _Program()
     usage: dict[int, list[tuple[_Variable, int]]] = defaultdict(list)
     hint, chosen = {}, {}
@@ -919,6 +982,8 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
         if sum(n for _, n in used) > model.table.capacity[supply]:
             merge.add_row(ub=model.table.capacity[supply], terms=tuple((variable, float(n)) for variable, n in used))
     params = solver.params(mathopt.SolverType.HIGHS, most=MERGE_SECONDS, relative_gap_tolerance=1e-4)
+    params.highs.string_options["presolve"] = "off"  # HiGHS's presolve ignores the time limit: 19 s of a
+    # 2 s limit on a 5,000-workload merge
     result = solver.solve_hinted(merge, mathopt.SolverType.HIGHS, params, hint)
     merged = {(index, position): n for variable, (index, nodes) in chosen.items() if result.value(variable) > 0.5
               for position, n in nodes.items()} if result is not None and result.feasible else {}
@@ -932,35 +997,59 @@ def _supplies_used(model: _Model, index: int, nodes: dict[int, int]) -> dict[int
     return dict(used)
 
 
-def _greedy_mix(capacity: np.ndarray, costs: dict[int, list[float]], uses: dict[int, list[dict[int, int]]]
-                ) -> dict[int, int]:
-    """Each workload's cheapest option, then, while a supply is over capacity, the workload on it whose
-    return to option 0 costs least per node it frees there goes back to option 0 (all on option 0
-    fits, so this ends within capacity)."""
-    picks = {index: int(np.argmin(option_costs)) for index, option_costs in costs.items()}
+def _greedy_mix(capacity: np.ndarray, costs: dict[int, list[float]], uses: dict[int, list[dict[int, int]]],
+                start: dict[int, int]) -> dict[int, int]:
+    """Each workload on its ``start`` option (option 0 where it has none); then, while a supply is over
+    capacity, one workload on it moves to the option that frees it at the least cost per node
+    freed: any option that overfills no other supply, else option 0. All on option 0 fits, and the
+    other moves only lower the overfill, so this ends within capacity. Last, each workload in turn
+    takes its cheapest option that fits."""
+    picks = {index: start.get(index, 0) for index in costs}
     used: dict[int, int] = defaultdict(int)
     holders: dict[int, set[int]] = defaultdict(set)
-    for index, pick in picks.items():
-        for supply, n in uses[index][pick].items():
+
+    def move(index: int, option: int) -> None:
+        for supply, n in uses[index][picks[index]].items():
+            used[supply] -= n
+            holders[supply].discard(index)
+        picks[index] = option
+        for supply, n in uses[index][option].items():
             used[supply] += n
             holders[supply].add(index)
-    over = {supply for supply, n in used.items() if n > capacity[supply]}
-    def freed(index: int, supply: int) -> int:
-        return uses[index][picks[index]].get(supply, 0) - uses[index][0].get(supply, 0)
 
+    def fits(index: int, option: int, supply: int | None = None) -> bool:
+        """Whether the move overfills no supply (but ``supply``, which it frees)."""
+        now = uses[index][picks[index]]
+        return all(used[other] + n - now.get(other, 0) <= capacity[other]
+                   for other, n in uses[index][option].items() if other != supply)
+
+    def freeing(index: int, supply: int):
+        """(cost per node freed, workload, option) of the workload's moves that free nodes of ``supply``."""
+        now = uses[index][picks[index]]
+        for option, then in enumerate(uses[index]):
+            freed = now.get(supply, 0) - then.get(supply, 0)
+            if option != picks[index] and freed > 0 and (option == 0 or fits(index, option, supply)):
+                yield (costs[index][option] - costs[index][picks[index]]) / freed, index, option
+
+    for index, pick in picks.items():
+        picks[index] = 0
+        for supply, n in uses[index][0].items():  # registered on option 0, then moved to its start
+            used[supply] += n
+            holders[supply].add(index)
+        move(index, pick)
+    over = {supply for supply, n in used.items() if n > capacity[supply]}
     while over:
         supply = min(over)
-        movers = [index for index in holders[supply] if picks[index] and freed(index, supply) > 0]
-        mover = min(movers, key=lambda index: ((costs[index][0] - costs[index][picks[index]]) / freed(index, supply),
-                                               index))
-        for changed, n in uses[mover][picks[mover]].items():
-            used[changed] -= n
-            holders[changed].discard(mover)
-        picks[mover] = 0
-        for changed, n in uses[mover][0].items():
-            used[changed] += n
-            holders[changed].add(mover)
-        over = {supply for supply in over | set(uses[mover][0]) if used[supply] > capacity[supply]}
+        _, mover, option = min(move for index in holders[supply] if picks[index] for move in freeing(index, supply))
+        move(mover, option)
+        over = {supply for supply in over | set(uses[mover][option]) if used[supply] > capacity[supply]}
+    for index in sorted(picks):
+        for option in np.argsort(costs[index], kind="stable").tolist():
+            if costs[index][option] >= costs[index][picks[index]]:
+                break
+            if fits(index, option):
+                move(index, option)
+                break
     return picks
 
 
@@ -1023,24 +1112,27 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
             if lp.value(variable) >= 1 - 1e-6:
                 rounding.take(index, position, math.floor(lp.value(variable) + 1e-6))
 
+    def needed(index: int) -> float:
+        return lp.value(model.served[index]) * model.workloads[index].demand_units
+
     def complete(index: int) -> None:
         workload = model.workloads[index]
-        needed = lp.value(model.served[index]) * workload.demand_units
+        level = needed(index)
         if workload.spread.count:
             flow: dict[str, float] = defaultdict(float)
             groups = model.groups_of(index)
             for position, variable in by_workload[index]:
                 flow[groups[position]] += lp.value(variable) * float(model.columns[index].units[position])
-            if needed < 1e-6 or not rounding.complete_spread(index, flow):
+            if level < 1e-6 or not rounding.complete_spread(index, flow):
                 rounding.release(index)
                 rounding.restore(index, fallback_nodes[index])
         else:
-            rounding.refill(index, needed)
-            if rounding.covered[index] < needed - 1e-6 and fallback_covered[index] > rounding.covered[index]:
+            rounding.refill(index, level)
+            if rounding.covered[index] < level - 1e-6 and fallback_covered[index] > rounding.covered[index]:
                 rounding.release(index)  # rounding fell short where the fallback did not: take its nodes
                 if not rounding.restore(index, fallback_nodes[index]):
-                    rounding.refill(index, needed)
-        rounding.trim(index, needed)
+                    rounding.refill(index, level)
+        rounding.trim(index, level)
 
     for index in first:
         round_down(index)
@@ -1052,6 +1144,14 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
         round_down(index)
     for index in rest:
         complete(index)
+    short = [*first, *rest]
+    for _ in range(COMPLETION_SWEEPS):  # nodes trimmed or given back since may complete those left short
+        short = [index for index in short if rounding.covered[index] < needed(index) - 1e-6]
+        before = sum(rounding.covered[index] for index in short)
+        for index in short:
+            complete(index)
+        if sum(rounding.covered[index] for index in short) <= before + 1e-6:
+            break
     return _drop_broken(model, rounding.assignment)
 
 
@@ -1118,7 +1218,8 @@ class _Rounding:
             self.fill(index, (share * total - (total - spot)) / (1 - share), on_demand)
 
     def complete_spread(self, index: int, flow: dict[str, float]) -> bool:
-        """Fill the spread groups the LP used most (then the cheapest others) to demand/k each."""
+        """Fill the spread groups the LP used most (then those it holds most of, then the cheapest others)
+        to demand/k each."""
         workload, cols = self.model.workloads[index], self.model.columns[index]
         spread, groups = workload.spread.count, self.model.groups_of(index)
         part = workload.demand_units / spread
@@ -1130,7 +1231,7 @@ class _Rounding:
         for position, group in enumerate(groups):
             first_position.setdefault(group, position)
         complete = 0
-        for group in sorted(first_position, key=lambda g: (-flow.get(g, 0.0), first_position[g])):
+        for group in sorted(first_position, key=lambda g: (-flow.get(g, 0.0), -carried[g], first_position[g])):
             if complete == spread:
                 break
             before = self.covered[index]
@@ -1165,6 +1266,62 @@ class _Rounding:
     @property
     def assignment(self) -> dict[tuple[int, int], int]:
         return {(index, position): nodes for index, mine in self.nodes.items() for position, nodes in mine.items()}
+
+    @classmethod
+    def of(cls, model: _Model, assignment: dict[tuple[int, int], int]) -> _Rounding:
+        """An assignment to build on, priced at the nodes' own prices."""
+        rounding = cls(model, np.zeros(len(model.table)))
+        for (index, position), nodes in assignment.items():
+            rounding.take(index, position, nodes)
+        return rounding
+
+    def displace(self, index: int, nodes_by_column: dict[int, int], fallback: dict[int, dict[int, int]],
+                 depth: int = DISPLACE_DEPTH) -> bool:
+        """Give the workload these nodes, taking them from whoever holds them where none are free; those
+        workloads make up what they lost from free nodes (their cheapest first), or where they cannot,
+        are displaced to their nodes in ``fallback`` (a plan that fits) in turn, up to ``depth`` deep.
+        Whether that kept everyone at their service level (if not, nothing changes)."""
+        if not nodes_by_column:
+            return False
+        saved = self.free.copy(), {i: dict(mine) for i, mine in self.nodes.items()}, dict(self.covered)
+        self.release(index)
+        displaced = set()
+        for position, nodes in nodes_by_column.items():
+            supply = int(self.model.columns[index].supply[position])
+            holders = sorted(((i, p) for i, mine in self.nodes.items() for p in mine
+                              if int(self.model.columns[i].supply[p]) == supply),
+                             key=lambda key: (self._fixed(key[0]), -self.nodes[key[0]][key[1]], key))
+            for other, at in holders:
+                if self.free[supply] >= nodes:
+                    break
+                self._give_back(other, at, int(min(self.nodes[other][at], nodes - self.free[supply])))
+                displaced.add(other)
+            self.take(index, position, nodes)
+        for other in sorted(displaced, key=lambda i: (-self.model.workloads[i].priority, i)):
+            level = self.model.level(other)
+            if self.model.workloads[other].spread.count:
+                self.complete_spread(other, {})
+            else:
+                self.refill(other, level)
+            self.trim(other, level)
+            if self.covered[other] < level - 1e-6 and depth > 1:
+                self.displace(other, fallback[other], fallback, depth - 1)
+        if all(self.covered[i] >= self.model.level(i) - 1e-6 for i in (index, *displaced)) \
+                and not self.model.broken({key: n for key, n in self.assignment.items() if key[0] in displaced}):
+            return True
+        self.free, self.nodes, self.covered = saved[0], defaultdict(dict, saved[1]), defaultdict(float, saved[2])
+        return False
+
+    def _fixed(self, index: int) -> bool:
+        workload = self.model.workloads[index]
+        return bool(workload.spread.count or workload.min_on_demand_share)
+
+    def _give_back(self, index: int, position: int, nodes: int) -> None:
+        self.nodes[index][position] -= nodes
+        if not self.nodes[index][position]:
+            del self.nodes[index][position]
+        self.free[int(self.model.columns[index].supply[position])] += nodes
+        self.covered[index] -= nodes * float(self.model.columns[index].units[position])
 
     def release(self, index: int) -> None:
         for position, nodes in self.nodes.pop(index, {}).items():

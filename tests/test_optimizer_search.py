@@ -101,22 +101,109 @@ def test_pricing_picks_each_workloads_most_negative_columns_as_a_sort_would():
         assert np.array_equal(optimizer._most_negative(positions, values, owners, count), expected)
 
 
-def test_greedy_mix_sends_back_whoever_frees_a_full_supply_at_least_cost_per_node():
+def test_greedy_mix_frees_a_full_supply_at_least_cost_per_node_without_overfilling_another():
     import numpy as np
 
     capacity = np.array([2.0, 10.0, 1.0])
-    # Option 0 of each workload (the plan that fits) is on supply 1; their cheaper options crowd supply 0.
+    # Option 0 of each workload (the plan that fits) is on supply 1; the options they start on crowd supply 0.
     costs = {0: [20.0, 4.0], 1: [10.0, 3.0], 2: [9.0, 8.0, 2.0]}
     uses = {0: [{1: 2}, {0: 2}], 1: [{1: 1}, {0: 1}], 2: [{1: 1}, {2: 1}, {0: 1}]}
-    picks = optimizer._greedy_mix(capacity, costs, uses)
-    # Supply 0 holds 4 of 2: workload 1 frees a node for 7 and workload 2 for 7 too (the lower index
-    # goes first), then 3 of 2 still: workload 2 (7 per node) before workload 0 (8 per node).
-    assert picks == {0: 1, 1: 0, 2: 0}
+    picks = optimizer._greedy_mix(capacity, costs, uses, start={0: 1, 1: 1, 2: 2})
+    # Supply 0 holds 4 of 2. Per node freed: workload 2 to supply 2 costs 6 (which has room), workload 1
+    # back to option 0 costs 7, workload 2 back to 0 costs 7, workload 0 back to 0 costs 8. Then 3 of 2:
+    # workload 1 (7) before workload 0 (8). Neither then fits a cheaper option.
+    assert picks == {0: 1, 1: 0, 2: 1}
     used = np.zeros(3)
     for index, pick in picks.items():
         for supply, nodes in uses[index][pick].items():
             used[supply] += nodes
     assert (used <= capacity).all()
+
+
+def test_greedy_mix_moves_each_workload_to_a_cheaper_option_that_fits():
+    import numpy as np
+
+    capacity = np.array([1.0, 1.0])
+    costs = {0: [5.0, 2.0], 1: [4.0, 1.0]}
+    uses = {0: [{0: 1}, {1: 1}], 1: [{1: 1}, {0: 1}]}
+    # Starting on option 0 (which fits), neither can move alone: each cheaper option is on the other's supply.
+    assert optimizer._greedy_mix(capacity, costs, uses, start={}) == {0: 0, 1: 0}
+    assert optimizer._greedy_mix(np.array([2.0, 2.0]), costs, uses, start={}) == {0: 1, 1: 1}
+
+
+def test_pricing_adds_columns_on_a_supply_for_at_most_twice_its_capacity_most_negative_first():
+    import numpy as np
+
+    positions = np.array([10, 11, 12, 13, 14, 15])
+    values = np.array([-1.0, -5.0, -3.0, -2.0, -9.0, -4.0])
+    supplies = np.array([0, 0, 0, 0, 1, 2])
+    nodes = np.array([1.0, 3.0, 2.0, 1.0, 50.0, 1.0])
+    capacity = np.array([2.0, 4.0, np.inf])
+    kept = optimizer._within_capacity(positions, values, supplies, nodes, capacity)
+    # Supply 0 (room for 4 nodes): 11 (3 nodes), 12 (5 so far), and no more; supply 1's one column is kept
+    # however many nodes it could take; unlimited supply 2 keeps everything.
+    assert kept.tolist() == [11, 12, 14, 15]
+
+
+def small_model(workloads, offers):
+    """A cost-stage model of these workloads and offers, each held at its full demand."""
+    from pricing.fx import FxTable
+    from scheduler.supply import ColumnBuilder, SupplyTable
+    from scheduler.throughput import ThroughputModel
+
+    table = SupplyTable(offers, FxTable(), "USD", None)
+    builder = ColumnBuilder(table, ThroughputModel())
+    columns = [builder.columns(index, workload) for index, workload in enumerate(workloads)]
+    model = optimizer._Model(workloads, table, columns, [workload.demand_units for workload in workloads])
+    model.fix_served()
+    return model
+
+
+def column_in(model, index, region):
+    """The workload's column on the supply in this region."""
+    return next(position for position, supply in enumerate(model.columns[index].supply)
+                if model.table.supplies[int(supply)].offer.region == region)
+
+
+def test_a_displaced_workload_makes_up_from_free_nodes_or_nothing_changes():
+    offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=1),
+              make_offer(region="spare", instance_type="s", gpu_count=1, price_per_hour=2.0, available_nodes=1)]
+    for holder_regions, moves in ((["cheap", "spare"], True), (["cheap"], False)):
+        workloads = fleet(replicas("short", 1, regions={"names": ["cheap"]}),
+                          replicas("holder", 1, regions={"names": holder_regions}))
+        model = small_model(workloads, offers)
+        cheap = column_in(model, 0, "cheap")
+        rounding = optimizer._Rounding.of(model, {(1, column_in(model, 1, "cheap")): 1})
+        before = rounding.assignment
+        fallback = {0: {cheap: 1}, 1: {column_in(model, 1, "cheap"): 1}}
+        assert rounding.displace(0, {cheap: 1}, fallback) is moves
+        if moves:  # the holder gives the cheap node up and takes the spare one
+            assert rounding.assignment == {(0, cheap): 1, (1, column_in(model, 1, "spare")): 1}
+            assert rounding.free.tolist() == [0.0, 0.0]
+        else:  # the holder has nowhere to go: both keep what they had
+            assert rounding.assignment == before and rounding.free.tolist() == [0.0, 1.0]
+
+
+def test_rounding_completes_a_workload_left_short_from_nodes_trimmed_after_it():
+    import numpy as np
+
+    from scheduler.optimizer import _Result
+
+    offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=4)]
+    # "first" completes before "later"; the LP gave "later" 3 nodes where 2 serve it, so rounding down
+    # fills the supply and "first" finds it full; "later" trims its third node back only after that.
+    workloads = fleet(replicas("first", 2, priority=9), replicas("later", 2, priority=1))
+    model = small_model(workloads, offers)
+    for index in range(2):
+        model.add(index, 0)
+    values = np.zeros(len(model.model.variables))
+    values[model.served[0].id] = values[model.served[1].id] = 1.0
+    values[model.x[(0, 0)].id], values[model.x[(1, 0)].id] = 1.5, 3.0
+    lp = _Result(reason=optimizer.mathopt.TerminationReason.OPTIMAL, feasible=True, objective=4.0, dual_bound=4.0,
+                 values=values, duals=np.zeros(0))
+    assert optimizer._round_lp(model, lp, {}) == {(0, 0): 2, (1, 0): 2}
+    with mock.patch.object(optimizer, "COMPLETION_SWEEPS", 0):
+        assert optimizer._round_lp(model, lp, {}) == {(0, 0): 1, (1, 0): 2}
 
 
 def test_an_lp_the_dual_simplex_fails_on_is_solved_by_the_primal():
