@@ -243,6 +243,7 @@ class _Model:
     def __init__(self, workloads: list[Workload], table: SupplyTable, columns: list[Columns],
                  targets: list[float], capacity: np.ndarray | None = None, flat: _FlatColumns | None = None) -> None:
         self.workloads, self.table, self.columns = workloads, table, columns
+        self.targets = list(targets)  # demand units each workload could get alone
         self.flat = flat or _FlatColumns(workloads, columns)
         self.has = np.zeros(len(self.flat.supply), dtype=bool)  # which columns have a variable (were generated)
         self.capacity_left = table.capacity if capacity is None else capacity  # nodes these workloads may use
@@ -740,6 +741,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         solver.stages.append("serve-mip")
         stage_one = _solution(serve, served)
         incumbent = _best_of(model, incumbent, stage_one, _polish(model, stage_one))
+        incumbent = _best_of(model, incumbent, _top_up(model, incumbent, targets))
     # Service is decided: the most priority-weighted demand served in whole nodes. The cost stage keeps
     # every workload's service at that level (lexicographic, not a blend) and minimises cost.
     levels = _coverage(model, incumbent)
@@ -771,7 +773,12 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         rounded = _best_of(model, rounded, latest)
     if len(model.x) > LNS_ABOVE_COLUMNS:  # each pass offers the merge what it completed
         repaired = _repair(solver, model, rounded, incumbent, passes)
-        incumbent = _merge(solver, model, [repaired, *passes, incumbent])
+        topped = _top_up(model, repaired, model.targets) if _short(model, repaired) else {}
+        # Where the repair left some short, the nodes it leaves free may serve others more than they lack.
+        if topped and _score(model, topped, model.targets)[0] > _score(model, incumbent, model.targets)[0] + 1e-6:
+            incumbent = _held_at(solver, model, topped)
+        else:  # every candidate's workloads that meet their level mixed
+            incumbent = _merge(solver, model, [repaired, *passes, incumbent])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None
     incumbent = _best_of(model, incumbent, rounded)
@@ -1380,6 +1387,45 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
     return assignment if model.satisfies(assignment) else {}
 
 
+def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """The assignment, with every workload's service held at what it serves there from now on, for the
+    neighbourhood search, which re-solves workloads at their levels (the model's own rows keep the
+    caps of the lower levels, which only ask for more nodes; it is not solved again). The cost LP's
+    bound was at the old levels, so it no longer bounds this plan's cost."""
+    covered: dict[int, float] = defaultdict(float)
+    for (index, position), nodes in assignment.items():
+        covered[index] += float(model.columns[index].units[position]) * nodes
+    model.fix_served([min(covered[index], model.targets[index]) for index in range(len(model.workloads))])
+    solver.lp_bound, solver.lp_exact = None, False
+    solver.stages.append("service-raised")
+    return assignment
+
+
+def _top_up(model: _Model, assignment: dict[tuple[int, int], int], targets: list[float]
+            ) -> dict[tuple[int, int], int]:
+    """More service from the nodes a plan leaves free: by priority, each workload below what it could get
+    alone fills toward it from its cheapest columns with free nodes (within its rules; a spread
+    workload only when it can be served whole). The service MIP of large fleets sees a fraction of
+    the columns, and leaves nodes free that others can use."""
+    rounding = _Rounding.of(model, assignment)
+    for index in sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i)):
+        target, before = targets[index], dict(rounding.nodes.get(index, {}))
+        if rounding.covered[index] >= target - 1e-6:
+            continue
+        if model.workloads[index].spread.count:
+            if before or not rounding.complete_spread(index, {}):
+                rounding.release(index)
+                rounding.restore(index, before)
+                continue
+        else:
+            rounding.refill(index, target)
+        rounding.trim(index, target)
+        if model.broken({(index, position): n for position, n in rounding.nodes[index].items()}):
+            rounding.release(index)
+            rounding.restore(index, before)
+    return rounding.assignment
+
+
 def _restricted(model: _Model, lp: _Result | None, incumbent: dict[tuple[int, int], int]) -> _Model:
     """The model over the columns that matter: the LP's support, the incumbent's, and each workload's
     cheapest few."""
@@ -1432,18 +1478,26 @@ def _previous_assignment(previous: Plan, workloads: list[Workload], columns: lis
     return assignment
 
 
+def _score(model: _Model, assignment: dict[tuple[int, int], int], ceilings: list[float] | None = None
+           ) -> tuple[float, float]:
+    """Priority-weighted demand served (each workload's counted up to its ceiling, demand units; default
+    the level it is held at, or its target before that) and cost."""
+    served: dict[int, float] = defaultdict(float)
+    cost = 0.0
+    for (index, position), nodes in assignment.items():
+        served[index] += float(model.columns[index].units[position]) * nodes
+        cost += float(model.columns[index].weight[position]) * nodes
+    if ceilings is None:
+        ceilings = [model.served[index].upper_bound * workload.demand_units
+                    for index, workload in enumerate(model.workloads)]
+    value = sum(workload.priority * min(ceilings[index], served[index]) / workload.demand_units
+                for index, workload in enumerate(model.workloads))
+    return value, cost
+
+
 def _worse(model: _Model, chosen: dict[tuple[int, int], int], other: dict[tuple[int, int], int]) -> bool:
     """Whether ``chosen`` serves less priority-weighted demand than ``other``, or the same for more."""
-    def score(assignment):
-        served = defaultdict(float)
-        cost = 0.0
-        for (index, position), nodes in assignment.items():
-            served[index] += float(model.columns[index].units[position]) * nodes
-            cost += float(model.columns[index].weight[position]) * nodes
-        value = sum(w.priority * min(model.served[i].upper_bound, served[i] / w.demand_units)
-                    for i, w in enumerate(model.workloads))
-        return value, cost
-    (mine, my_cost), (theirs, their_cost) = score(chosen), score(other)
+    (mine, my_cost), (theirs, their_cost) = _score(model, chosen), _score(model, other)
     return mine < theirs - 1e-6 or (abs(mine - theirs) <= 1e-6 and my_cost > their_cost * (1 + 1e-9))
 
 

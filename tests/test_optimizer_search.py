@@ -225,3 +225,13 @@ def test_an_lp_the_dual_simplex_fails_on_is_solved_by_the_primal():
     assert algorithms and set(algorithms) == {None, mathopt.LPAlgorithm.PRIMAL_SIMPLEX}
     assert result.total_cost == pytest.approx(11.0) and result.solver.lp_exact
     assert "lp-failed" in result.solver.stages
+
+
+def test_top_up_serves_more_from_free_nodes_by_priority_and_spread_workloads_only_whole():
+    offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=4)]
+    workloads = fleet(replicas("low", 3, priority=1), replicas("high", 2, priority=5),
+                      replicas("spread", 1, priority=9, spread={"min_providers": 2}))
+    model = small_model(workloads, offers)
+    topped = optimizer._top_up(model, {(1, 0): 1}, targets=[3.0, 2.0, 1.0])
+    # "spread" cannot have two providers, so stays unserved; "high" completes first, "low" takes the rest.
+    assert topped == {(1, 0): 2, (0, 0): 2}
