@@ -70,7 +70,7 @@ FINISH_SECONDS = (0.2, 0.0006)  # kept back from the time limit for assembling t
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
 COLUMNS_PER_ROUND = 8  # columns added per workload per pricing round
 MAX_PRICING_ROUNDS = 25
-CAPACITY_PRICED = 2.0  # a pricing round adds columns on a supply for up to this many times its capacity
+CAPACITY_PRICED = 2.0  # a cost-stage pricing round adds columns on a supply for up to this many times its capacity
 REDUCED_COST_TOLERANCE = 1e-7
 
 
@@ -626,8 +626,9 @@ class _Solver:
                 return result
             before = len(model.x)
             picked = _most_negative(fresh, reduced[fresh], flat.workload[fresh], COLUMNS_PER_ROUND)
-            picked = _within_capacity(picked, reduced[picked], flat.supply[picked], model.upper[picked],
-                                      model.capacity_left)
+            if model.levels_fixed:  # (while service is open, more columns find more service sooner)
+                picked = _within_capacity(picked, reduced[picked], flat.supply[picked], model.upper[picked],
+                                          model.capacity_left)
             for column in picked.tolist():
                 index = int(flat.workload[column])
                 model.add(index, column - int(flat.offset[index]))
