@@ -772,13 +772,13 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         latest = _round_lp(model, lp, incumbent, first)
         passes.append(latest)
         rounded = _best_of(model, rounded, latest)
-    if len(model.x) > LNS_ABOVE_COLUMNS:  # each pass offers the merge what it completed
+    if len(model.x) > LNS_ABOVE_COLUMNS:  # each pass offers the repair and the merge what it completed
         repaired = _repair(solver, model, rounded, incumbent, passes)
         topped = _top_up(model, repaired, model.targets) if _short(model, repaired) else {}
         # Where the repair left some short, the nodes it leaves free may serve others more than they lack.
         if topped and _score(model, topped, model.targets)[0] > _score(model, incumbent, model.targets)[0] + 1e-6:
             incumbent = _held_at(solver, model, topped)
-        else:  # every candidate's workloads that meet their level mixed
+        else:  # the candidates mixed workload by workload
             incumbent = _merge(solver, model, [repaired, *passes, incumbent])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None
@@ -1048,7 +1048,7 @@ def _greedy_mix(capacity: np.ndarray, costs: dict[int, list[float]], uses: dict[
     over = {supply for supply, n in used.items() if n > capacity[supply]}
     while over:
         supply = min(over)
-        _, mover, option = min(move for index in holders[supply] if picks[index] for move in freeing(index, supply))
+        _, mover, option = min(way for index in holders[supply] if picks[index] for way in freeing(index, supply))
         move(mover, option)
         over = {supply for supply in over | set(uses[mover][option]) if used[supply] > capacity[supply]}
     for index in sorted(picks):
