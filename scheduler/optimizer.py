@@ -774,8 +774,8 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         rounded = _best_of(model, rounded, latest)
     if len(model.x) > LNS_ABOVE_COLUMNS:  # each pass offers the repair and the merge what it completed
         repaired = _repair(solver, model, rounded, incumbent, passes)
-        topped = _top_up(model, repaired, model.targets) if _short(model, repaired) else {}
-        # Where the repair left some short, the nodes it leaves free may serve others more than they lack.
+        # The nodes the repaired plan leaves free may serve others more (and more than those it left short lack).
+        topped = _top_up(model, repaired, model.targets)
         if topped and _score(model, topped, model.targets)[0] > _score(model, incumbent, model.targets)[0] + 1e-6:
             incumbent = _held_at(solver, model, topped)
         else:  # the candidates mixed workload by workload
@@ -1395,13 +1395,17 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
 def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
     """The assignment, with every workload's service held at what it serves there from now on, for the
     neighbourhood search, which re-solves workloads at their levels (the model's own rows keep the
-    caps of the lower levels, which only ask for more nodes; it is not solved again). The cost LP's
-    bound was at the old levels, so it no longer bounds this plan's cost."""
+    caps of the old levels; it is not solved again). The cost LP was at the old levels: where no
+    level came down, every plan at the new ones is feasible there, so its bound still holds (no longer
+    exact); where one came down, there is no bound."""
     covered: dict[int, float] = defaultdict(float)
     for (index, position), nodes in assignment.items():
         covered[index] += float(model.columns[index].units[position]) * nodes
-    model.fix_served([min(covered[index], model.targets[index]) for index in range(len(model.workloads))])
-    solver.lp_bound, solver.lp_exact = None, False
+    levels = [min(covered[index], model.targets[index]) for index in range(len(model.workloads))]
+    if any(level < model.level(index) - 1e-6 for index, level in enumerate(levels)):
+        solver.lp_bound = None
+    solver.lp_exact = False
+    model.fix_served(levels)
     solver.stages.append("service-raised")
     return assignment
 

@@ -235,3 +235,17 @@ def test_top_up_serves_more_from_free_nodes_by_priority_and_spread_workloads_onl
     topped = optimizer._top_up(model, {(1, 0): 1}, targets=[3.0, 2.0, 1.0])
     # "spread" cannot have two providers, so stays unserved; "high" completes first, "low" takes the rest.
     assert topped == {(1, 0): 2, (0, 0): 2}
+
+
+def test_raised_service_keeps_the_cost_lp_bound_only_where_no_level_came_down():
+    offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=9)]
+    workloads = fleet(replicas("a", 4), replicas("b", 4))
+    for nodes, bound in (({(0, 0): 3, (1, 0): 2}, 5.0), ({(0, 0): 1, (1, 0): 4}, None)):
+        model = small_model(workloads, offers)
+        model.fix_served([2.0, 2.0])
+        solver = optimizer._Solver(PlanOptions(), len(workloads))
+        solver.lp_bound, solver.lp_exact = 5.0, True
+        optimizer._held_at(solver, model, nodes)
+        # Both levels up (3 and 2 of 2 and 2): a plan at them is one at the old levels, so the bound holds.
+        assert solver.lp_bound == bound and not solver.lp_exact
+        assert [model.level(index) for index in range(2)] == [float(n) for n in nodes.values()]
