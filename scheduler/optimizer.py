@@ -960,15 +960,15 @@ def _merge(solver: _Solver, model: _Model, candidates: list[dict[tuple[int, int]
     if not solver.time_left():
         return _best_of(model, *candidates)
     base = _best_of(model, *[candidate for candidate in candidates if not _short(model, candidate)])
-    options: dict[int, list[dict[int, int]]] = defaultdict(list)
+    options = {index: [nodes] for index, nodes in _by_workload(base).items()}  # option 0: the fallback's
     start: dict[int, int] = {}
-    for candidate in [base, *candidates]:
+    for candidate in candidates:
         for index, nodes in _by_workload(candidate).items():
             if _covers(model, index, nodes):
-                if nodes not in options[index]:
-                    options[index].append(nodes)
-                if candidate is not base:
-                    start.setdefault(index, options[index].index(nodes))
+                choices = options.setdefault(index, [{}])  # none in the fallback: its level is 0
+                if nodes not in choices:
+                    choices.append(nodes)
+                start.setdefault(index, choices.index(nodes))
     costs = {index: [_cost(model, index, nodes) for nodes in choices] for index, choices in options.items()}
     uses = {index: [_supplies_used(model, index, nodes) for nodes in choices] for index, choices in options.items()}
     picks = _greedy_mix(model.table.capacity, costs, uses, start)
