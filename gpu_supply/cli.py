@@ -366,9 +366,13 @@ def _print_plan(result) -> None:
                       f"workloads hold, or the fleet's solve stopped within its gap)"))
         stdout.print(line + ".", highlight=False)
     report = result.solver
-    stdout.print(f"Solver {report.solver}: {report.status}, objective {report.objective}, bound {report.bound}, "
-                 f"gap {report.gap if report.gap is None else f'{report.gap:.3%}'}, LP bound {report.lp_bound}, "
-                 f"{report.columns} columns, {report.seconds:.2f} s", style="dim", highlight=False)
+    lp_bound = ("no LP bound" if report.lp_bound is None else f"LP bound {report.lp_bound}"
+                + ("" if report.lp_exact else " (proven, below the LP's value)"))
+    stdout.print(f"Solver {report.solver}: {report.status}, objective {report.objective}, "
+                 f"bound {'-' if report.bound is None else report.bound}, "
+                 f"gap {'-' if report.gap is None else f'{report.gap:.3%}'}, {lp_bound}, "
+                 f"{report.columns} columns, {report.seconds:.2f} s, stages {' > '.join(report.stages)}",
+                 style="dim", highlight=False)
 
 
 @app.command("refresh")
