@@ -352,7 +352,8 @@ class _Model:
 
     def _set_caps(self) -> None:
         """Cap the cover and on-demand rows at the current ceilings, lowering coefficients already set
-        (ceilings only come down: service levels are fixed at or below the targets)."""
+        (service levels are fixed at or below the targets, so ceilings come down; where _held_at
+        raises a level afterwards, a coefficient keeps its lower cap, which only asks for more nodes)."""
         for index, ceiling in enumerate(self.ceilings()):
             self.caps[self.cover[index].id] = ceiling
             if index in self.on_demand:
@@ -824,15 +825,12 @@ class _Neighbourhoods:
     def costs(self) -> np.ndarray:
         cost = np.zeros(len(self.model.workloads))
         for index, mine in self.nodes.items():
-            weight = self.model.columns[index].weight
-            cost[index] = sum(float(weight[position]) * n for position, n in mine.items())
+            cost[index] = _cost(self.model, index, mine)
         return cost
 
     def short(self, index: int) -> bool:
         """Whether the workload's nodes serve less than its (fixed) service level."""
-        units = self.model.columns[index].units
-        covered = sum(float(units[position]) * n for position, n in self.nodes.get(index, {}).items())
-        return covered < self.model.level(index) - 1e-6
+        return not _covers(self.model, index, self.nodes.get(index, {}))
 
     def full(self, supply: int) -> bool:
         return sum(self.holders[supply].values()) >= self.model.table.capacity[supply] - 0.5
@@ -1147,7 +1145,7 @@ def _round_lp(model: _Model, lp: _Result | None, fallback: dict[tuple[int, int],
                     rounding.refill(index, level)
         rounding.trim(index, level)
 
-    by_priority = sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i))
+    by_priority = _by_priority(model, range(len(model.workloads)))
     if spread_first:  # spread workloads, all or nothing and the hardest to complete, next
         first = tuple(dict.fromkeys([*first, *[i for i in by_priority if model.workloads[i].spread.count]]))
     for index in first:
@@ -1301,18 +1299,22 @@ class _Rounding:
         saved = self.free.copy(), {i: dict(mine) for i, mine in self.nodes.items()}, dict(self.covered)
         self.release(index)
         displaced = set()
+
+        def first_to_go(key: tuple[int, int]) -> tuple:
+            """Holders free to refill node by node first, then those holding most."""
+            return _has_rules(self.model.workloads[key[0]]), -self.nodes[key[0]][key[1]], key
+
         for position, nodes in nodes_by_column.items():
             supply = int(self.model.columns[index].supply[position])
             holders = sorted(((i, p) for i, mine in self.nodes.items() for p in mine
-                              if int(self.model.columns[i].supply[p]) == supply),
-                             key=lambda key: (self._fixed(key[0]), -self.nodes[key[0]][key[1]], key))
+                              if int(self.model.columns[i].supply[p]) == supply), key=first_to_go)
             for other, at in holders:
                 if self.free[supply] >= nodes:
                     break
                 self._give_back(other, at, int(min(self.nodes[other][at], nodes - self.free[supply])))
                 displaced.add(other)
             self.take(index, position, nodes)
-        for other in sorted(displaced, key=lambda i: (-self.model.workloads[i].priority, i)):
+        for other in _by_priority(self.model, displaced):
             level = self.model.level(other)
             if self.model.workloads[other].spread.count:
                 self.complete_spread(other, {})
@@ -1326,10 +1328,6 @@ class _Rounding:
             return True
         self.free, self.nodes, self.covered = saved[0], defaultdict(dict, saved[1]), defaultdict(float, saved[2])
         return False
-
-    def _fixed(self, index: int) -> bool:
-        workload = self.model.workloads[index]
-        return bool(workload.spread.count or workload.min_on_demand_share)
 
     def _give_back(self, index: int, position: int, nodes: int) -> None:
         self.nodes[index][position] -= nodes
@@ -1364,19 +1362,15 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
     free = table.capacity - used
     levels = _coverage(model, solution)
 
-    def fixed(index: int) -> bool:
-        workload = model.workloads[index]
-        return bool(workload.spread.count or workload.min_on_demand_share)
-
     assignment = {key: nodes for key, nodes in solution.items()
-                  if fixed(key[0]) or contested[int(model.columns[key[0]].supply[key[1]])]}
+                  if _has_rules(model.workloads[key[0]]) or contested[int(model.columns[key[0]].supply[key[1]])]}
     released: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for key, nodes in solution.items():
         if key not in assignment:
             released[key[0]].append((int(model.columns[key[0]].supply[key[1]]), nodes))
     covered = _coverage(model, assignment)
-    for index in sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i)):
-        if fixed(index):
+    for index in _by_priority(model, range(len(model.workloads))):
+        if _has_rules(model.workloads[index]):
             continue
         for supply, nodes in released[index]:
             free[supply] += nodes
@@ -1401,9 +1395,7 @@ def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], i
     caps of the old levels; it is not solved again). The cost LP was at the old levels: where no
     level came down, every plan at the new ones is feasible there, so its bound still holds (no longer
     exact); where one came down, there is no bound."""
-    covered: dict[int, float] = defaultdict(float)
-    for (index, position), nodes in assignment.items():
-        covered[index] += float(model.columns[index].units[position]) * nodes
+    covered = _covered(model, assignment)
     levels = [min(covered[index], model.targets[index]) for index in range(len(model.workloads))]
     if any(level < model.level(index) - 1e-6 for index, level in enumerate(levels)):
         solver.lp_bound = None
@@ -1420,7 +1412,7 @@ def _top_up(model: _Model, assignment: dict[tuple[int, int], int], targets: list
     workload only when it can be served whole). The service MIP of large fleets sees a fraction of
     the columns, and leaves nodes free that others can use."""
     rounding = _Rounding.of(model, assignment)
-    for index in sorted(range(len(model.workloads)), key=lambda i: (-model.workloads[i].priority, i)):
+    for index in _by_priority(model, range(len(model.workloads))):
         target, before = targets[index], dict(rounding.nodes.get(index, {}))
         if rounding.covered[index] >= target - 1e-6:
             continue
@@ -1454,10 +1446,27 @@ def _restricted(model: _Model, lp: _Result | None, incumbent: dict[tuple[int, in
     return restricted
 
 
-def _coverage(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[int, float]:
+def _has_rules(workload: Workload) -> bool:
+    """Whether the workload's nodes must keep a spread or an on-demand share (so they cannot move one at
+    a time)."""
+    return bool(workload.spread.count or workload.min_on_demand_share)
+
+
+def _by_priority(model: _Model, indices) -> list[int]:
+    """These workloads, highest priority first (then by index, for determinism)."""
+    return sorted(indices, key=lambda index: (-model.workloads[index].priority, index))
+
+
+def _covered(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[int, float]:
+    """Demand units each workload's nodes serve (uncapped)."""
     covered: dict[int, float] = defaultdict(float)
     for (index, position), nodes in assignment.items():
         covered[index] += float(model.columns[index].units[position]) * nodes
+    return covered
+
+
+def _coverage(model: _Model, assignment: dict[tuple[int, int], int]) -> dict[int, float]:
+    covered = _covered(model, assignment)
     return {index: min(covered[index], model.served[index].upper_bound * workload.demand_units)
             for index, workload in enumerate(model.workloads)}
 
@@ -1494,11 +1503,8 @@ def _score(model: _Model, assignment: dict[tuple[int, int], int], ceilings: list
            ) -> tuple[float, float]:
     """Priority-weighted demand served (each workload's counted up to its ceiling, demand units; default
     the level it is held at, or its target before that) and cost."""
-    served: dict[int, float] = defaultdict(float)
-    cost = 0.0
-    for (index, position), nodes in assignment.items():
-        served[index] += float(model.columns[index].units[position]) * nodes
-        cost += float(model.columns[index].weight[position]) * nodes
+    served = _covered(model, assignment)
+    cost = sum(float(model.columns[index].weight[position]) * nodes for (index, position), nodes in assignment.items())
     if ceilings is None:
         ceilings = [model.served[index].upper_bound * workload.demand_units
                     for index, workload in enumerate(model.workloads)]
