@@ -46,8 +46,8 @@ from scheduler.workloads import Workload
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.4  # share of the time limit column generation may take before rounding
 COST_PRICING_BUDGET = 0.3  # ...and of the time then left, once service is decided
-PRICING_GAP = 1e-3  # the service stage's column generation stops within this share of its LP's cost of
-# the bound (columns left then barely change the cost, and no service reward is left to find)
+PRICING_GAP = 2e-3  # the service stage's column generation stops once a round adds less than this share to
+# its LP's service (the whole-node service MIP and top-up decide the last fraction)
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
 SPREAD_COLUMNS_PER_GROUP = 3  # ...and this many per spread group
 HIGHS_HEURISTIC_EFFORT = 0.3  # HiGHS default 0.05
@@ -64,7 +64,6 @@ REPAIR_STEPS = ((15, 0.5), (120, 2.0))  # workloads re-solved with one the round
 ROOM_COLUMNS = 4  # cheapest columns with free nodes each re-solved workload may also move to
 LNS_RELATED = 4  # workloads holding a seed's supplies re-solved with it
 RESTRICTED_CHEAPEST = 2  # cheapest columns per workload kept beside the LP's support (see _restricted)
-REWARD_QUANTILE = 0.99  # unit price the pricing LP's service reward is based on (see _reward)
 SERVE_SHARE = 0.35  # of the time left, for the whole-node service MIP when supply is short
 FINISH_SECONDS = (0.2, 0.0006)  # kept back from the time limit for assembling the plan: fixed + per workload
 COVER_FACTOR = 2.0  # ...plus more until their capacity covers this many times the demand
@@ -237,7 +236,7 @@ class _Model:
     """The MathOpt model, grown column by column; LP while generating columns, MIP at the end.
 
     ``served[w]`` is the fraction of w's demand served, bounded by what w could get alone
-    (``targets``), then held at the service decided; objectives: penalised (serve first), then cost.
+    (``targets``), then held at the service decided; objectives: service, then cost.
     """
 
     def __init__(self, workloads: list[Workload], table: SupplyTable, columns: list[Columns],
@@ -362,11 +361,6 @@ class _Model:
         self.model.entries = [(row, column, min(value, caps[row]) if row in caps else value)
                               for row, column, value in self.model.entries]
 
-    def objective_penalised(self, penalty: list[float]) -> None:
-        """Cost minus a large reward per unit of priority served: always feasible, for pricing columns."""
-        self.costed = True
-        self.model.objective = {**self.weight, **{self.served[index]: -penalty[index] for index in self.served}}
-
     def objective_serve(self) -> None:
         self.costed = False
         self.model.objective = {self.served[index]: -float(workload.priority)
@@ -409,10 +403,6 @@ class _Model:
                 + (level - before) / float(units[order[last]]) * float(price[order[last]])
         return total
 
-    def cost_of(self, result: _Result) -> float:
-        """What the solution's nodes cost (the objective may also hold service rewards)."""
-        return sum(weight * result.value(variable) for variable, weight in self.weight.items())
-
     def set_integer(self, integer: bool) -> None:
         for variable in self.integers:
             variable.integer = integer
@@ -444,11 +434,11 @@ class _Model:
 
     def reduced_costs(self, result: _Result, capacity_duals: np.ndarray) -> np.ndarray:
         """Reduced cost c - A'y of every column, generated or not, under the LP's duals (end to end,
-        as in ``flat``)."""
+        as in ``flat``); c is the column's cost, or 0 while the objective is service alone."""
         flat = self.flat
         ceiling = self.ceilings()[flat.workload]
         cover = result.dual_values(np.array([self.cover[index].id for index in range(len(self.workloads))]))
-        reduced = flat.weight - np.minimum(flat.share_units, ceiling) * cover[flat.workload] \
+        reduced = (flat.weight if self.costed else 0.0) - np.minimum(flat.share_units, ceiling) * cover[flat.workload] \
             - capacity_duals[flat.supply]
         if self.share:
             share, on_demand = np.zeros(len(self.workloads)), np.zeros(len(self.workloads))
@@ -588,7 +578,7 @@ class _Solver:
 
     def generate_columns(self, model: _Model, budget: float, gap: float = 0.0) -> _Result | None:
         """Column generation on the LP relaxation until no column has a negative reduced cost, or the
-        proven bound is within ``gap`` times the LP solution's cost of its objective.
+        proven bound is within ``gap`` times the LP's objective of it.
 
         Stops early when ``budget`` (a share of the time left) would be spent by another round, with
         one last LP over the columns added so far. Every priced round also
@@ -604,6 +594,7 @@ class _Solver:
         flat = model.flat
         servable = np.array([model.served[index].upper_bound > 0 for index in range(len(model.workloads))])
         final = False  # whether the next LP is the last: priced for the bound, adding nothing
+        previous = math.inf  # the last round's LP objective
         for round_ in range(MAX_PRICING_ROUNDS + 1):
             if not self.time_left():
                 return result
@@ -623,8 +614,9 @@ class _Solver:
             if not len(fresh):
                 self.lp_exact, self.lp_bound = True, float(result.objective)
                 return result
-            if final or result.objective - self.lp_bound <= gap * model.cost_of(result):
+            if final or previous - result.objective <= gap * abs(result.objective):
                 return result
+            previous = result.objective
             before = len(model.x)
             picked = _most_negative(fresh, reduced[fresh], flat.workload[fresh], COLUMNS_PER_ROUND)
             if model.levels_fixed:  # (while service is open, more columns find more service sooner)
@@ -686,16 +678,6 @@ def _initial_positions(workload: Workload, columns: Columns, table: SupplyTable)
     return np.unique(np.concatenate(chosen))
 
 
-def _reward(workload: Workload, columns: Columns) -> float:
-    """Objective reward for serving all of a workload in the pricing LP: ten times what serving it at a
-    dear unit price costs, by priority, so the LP serves before it saves. The 99th-percentile unit
-    price, not the dearest, keeps the objective's range within what HiGHS solves reliably; where the
-    LP under-serves because of that, the service MIP decides."""
-    unit_prices = columns.cost / columns.units
-    dear = float(np.quantile(unit_prices, REWARD_QUANTILE)) if len(unit_prices) else 0.0
-    return workload.priority * 10 * max(1.0, dear * workload.demand_units)
-
-
 def _servable(workload: Workload, columns: Columns, table: SupplyTable) -> float:
     """Most demand the workload could get with all supply to itself (its service target)."""
     demand = workload.demand_units
@@ -728,7 +710,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     for index, position in [*greedy, *warm]:
         model.add(index, position)
     incumbent = _best_of(model, _drop_broken(model, greedy), _drop_broken(model, warm))
-    model.objective_penalised([_reward(workload, columns[index]) for index, workload in enumerate(workloads)])
+    model.objective_serve()
     relaxed = solver.generate_columns(model, budget=PRICING_BUDGET, gap=PRICING_GAP)
     solver.stages.append("pricing-lp")
     incumbent = _best_of(model, incumbent, _round_lp(model, relaxed, incumbent))

@@ -145,8 +145,9 @@ def test_pricing_adds_columns_on_a_supply_for_at_most_twice_its_capacity_most_ne
     assert kept.tolist() == [11, 12, 14, 15]
 
 
-def small_model(workloads, offers):
-    """A cost-stage model of these workloads and offers, each held at its full demand."""
+def small_model(workloads, offers, fixed: bool = True):
+    """A cost-stage model of these workloads and offers, each held at its full demand (or, not
+    ``fixed``, a service-stage model serving up to it)."""
     from pricing.fx import FxTable
     from scheduler.supply import ColumnBuilder, SupplyTable
     from scheduler.throughput import ThroughputModel
@@ -155,8 +156,44 @@ def small_model(workloads, offers):
     builder = ColumnBuilder(table, ThroughputModel())
     columns = [builder.columns(index, workload) for index, workload in enumerate(workloads)]
     model = optimizer._Model(workloads, table, columns, [workload.demand_units for workload in workloads])
-    model.fix_served()
+    if fixed:
+        model.fix_served()
     return model
+
+
+def service_stage_start():
+    """a starts on r5's one node and needs r9's and r11's dearer ones to be served; b is served in
+    full on r7, where r2 only saves cost."""
+    offers = [make_offer(region=f"r{price}", instance_type=f"t{price}", gpu_count=1, price_per_hour=float(price),
+                         available_nodes=nodes) for price, nodes in ((5, 1), (9, 1), (11, 1), (7, None), (2, None))]
+    workloads = fleet(replicas("a", 3, regions={"names": ["r5", "r9", "r11"]}),
+                      replicas("b", 2, regions={"names": ["r7", "r2"]}))
+    model = small_model(workloads, offers, fixed=False)
+    for index, region in ((0, "r5"), (1, "r7")):
+        model.add(index, column_in(model, index, region))
+    model.objective_serve()
+    return model, optimizer._Solver(PlanOptions(), 2)
+
+
+def test_the_service_lp_prices_the_columns_that_serve_more_however_dear_and_only_those():
+    # The service stage adds r9 and r11, not r2; the cost stage then adds r2.
+    model, solver = service_stage_start()
+    solver.generate_columns(model, budget=1.0)
+    assert solver.lp_exact and solver.lp_bound == pytest.approx(-2.0)  # both served in full
+    assert set(model.x) == {(0, column_in(model, 0, "r5")), (0, column_in(model, 0, "r9")),
+                            (0, column_in(model, 0, "r11")), (1, column_in(model, 1, "r7"))}
+    model.fix_served()
+    model.objective_cost()
+    solver.generate_columns(model, budget=1.0)
+    assert solver.lp_exact and solver.lp_bound == pytest.approx(5 + 9 + 11 + 2 * 2)
+    assert (1, column_in(model, 1, "r2")) in model.x
+
+
+def test_service_column_generation_stops_once_a_round_adds_less_than_the_gap():
+    model, solver = service_stage_start()
+    with mock.patch.object(optimizer, "COLUMNS_PER_ROUND", 1):  # a gains a third of its demand a round
+        result = solver.generate_columns(model, budget=1.0, gap=0.25)  # the second round adds 0.33 of 1.67
+    assert not solver.lp_exact and result.objective == pytest.approx(-1 - 2 / 3)
 
 
 def column_in(model, index, region):
