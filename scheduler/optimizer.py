@@ -426,10 +426,10 @@ class _Model:
         return values
 
     def group_duals(self, result: _Result) -> dict[int, dict[str, float]]:
+        """Each spread workload's group row duals by group key, "" for its row counting the groups."""
         values: dict[int, dict[str, float]] = defaultdict(dict)
         for (index, key), constraint in self.group.items():
-            if key:
-                values[index][key] = result.dual(constraint)
+            values[index][key] = result.dual(constraint)
         return values
 
     def reduced_costs(self, result: _Result, capacity_duals: np.ndarray) -> np.ndarray:
@@ -449,10 +449,15 @@ class _Model:
             reduced -= on_demand[flat.workload] * flat.on_demand \
                 * np.minimum(flat.share_units, flat.share[flat.workload] * ceiling)
         for index, mine in self.group_duals(result).items():
+            # A group with no row yet is priced at k times the group count's dual: the least at which
+            # the flag a column there brings is not itself priced negative, so the column's reduced
+            # cost is that of the pair (a 0 instead missed every column opening a group, and the
+            # bound overshot the LP).
+            new_group = self.workloads[index].spread.count * max(mine[""], 0.0)
             keys, inverse = self.group_codes(index)
             span = self.span(index)
             reduced[span] -= np.minimum(flat.share_units[span], flat.group_cap[span]) \
-                * np.array([mine.get(key, 0.0) for key in keys])[inverse]
+                * np.array([mine.get(key, new_group) for key in keys])[inverse]
         return reduced
 
     def satisfies(self, assignment: dict[tuple[int, int], int]) -> bool:

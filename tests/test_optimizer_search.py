@@ -189,6 +189,24 @@ def test_the_service_lp_prices_the_columns_that_serve_more_however_dear_and_only
     assert (1, column_in(model, 1, "r2")) in model.x
 
 
+def test_column_generation_prices_a_column_opening_a_new_spread_group_with_its_flag():
+    # Two of aws (4), gcp (6) and azure (1) must each carry half of 4 replicas. From aws and gcp
+    # alone the LP costs 20; azure's column brings a new group, and with it the LP costs 10.
+    offers = [make_offer(provider=provider, region=region, instance_type=f"t{price}", gpu_count=1,
+                         price_per_hour=float(price))
+              for provider, region, price in (("aws", "us-east-1", 4), ("gcp", "us-central1", 6),
+                                              ("azure", "eastus", 1))]
+    model = small_model(fleet(replicas("a", 4, spread={"min_providers": 2})), offers)
+    for region in ("us-east-1", "us-central1"):
+        model.add(0, column_in(model, 0, region))
+    model.objective_cost()
+    solver = optimizer._Solver(PlanOptions(), 1)
+    with mock.patch.object(optimizer, "MAX_PRICING_ROUNDS", 0):  # one LP, priced for the bound only
+        first = solver.generate_columns(model, budget=1.0)
+    assert first.objective == pytest.approx(20.0) and not solver.lp_exact and solver.lp_bound <= 10.0 + 1e-6
+    assert solver.generate_columns(model, budget=1.0).objective == pytest.approx(10.0) and solver.lp_exact
+
+
 def test_service_column_generation_stops_once_a_round_adds_less_than_the_gap():
     model, solver = service_stage_start()
     with mock.patch.object(optimizer, "COLUMNS_PER_ROUND", 1):  # a gains a third of its demand a round
