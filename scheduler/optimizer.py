@@ -45,7 +45,7 @@ from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.4  # share of the time limit column generation may take before rounding
-COST_PRICING_BUDGET = 0.3  # ...and of the time then left, once service is decided
+COST_PRICING_BUDGET = 0.5  # ...and of the time then left, once service is decided
 PRICING_GAP = 2e-3  # the service stage's column generation stops once a round adds less than this share to
 # its LP's service (the whole-node service MIP and top-up decide the last fraction)
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
@@ -590,8 +590,8 @@ class _Solver:
         gives a proven lower bound on the LP over all columns (``lp_bound``), by Lagrangian duality
         with the round's duals: the restricted LP's value plus, for each column not yet generated,
         its negative reduced cost times its upper bound, or, once service levels are fixed, the
-        tighter ``_Model.priced_bound``. Once nothing prices out, it is the LP's value itself
-        (``lp_exact``).
+        tighter ``_Model.priced_bound`` (for the last round's duals only). Once nothing prices out,
+        it is the LP's value itself (``lp_exact``).
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
         self.lp_exact, self.lp_bound = False, None
@@ -614,7 +614,9 @@ class _Solver:
             fresh = np.flatnonzero((reduced < -flat.tolerance) & ~model.has & servable[flat.workload])
             bound = result.objective + float(reduced[fresh] @ model.upper[fresh])
             if model.levels_fixed:  # costs are never negative, so neither is the bound
-                bound = max(bound, model.priced_bound(capacity_duals), 0.0)
+                bound = max(bound, 0.0)
+                if final or not self.time_left(2 * seconds):  # the last round's (at scale it costs as much as the LP)
+                    bound = max(bound, model.priced_bound(capacity_duals))
             self.lp_bound = float(bound if self.lp_bound is None else max(self.lp_bound, bound))
             if not len(fresh):
                 self.lp_exact, self.lp_bound = True, float(result.objective)
