@@ -207,6 +207,22 @@ def test_column_generation_prices_a_column_opening_a_new_spread_group_with_its_f
     assert solver.generate_columns(model, budget=1.0).objective == pytest.approx(10.0) and solver.lp_exact
 
 
+def test_the_service_mip_runs_to_its_own_gap_and_the_cost_mip_to_the_plans():
+    offers = [make_offer(region="only", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=5)]
+    workloads = fleet(replicas("a", 3, priority=2), replicas("b", 3))
+    solve, gaps = optimizer._solve, []
+
+    def recording(program, solver, params, hint=None):
+        if any(variable.integer for variable in program.variables):
+            gaps.append(params.relative_gap_tolerance)
+        return solve(program, solver, params, hint)
+
+    with mock.patch.object(optimizer, "_solve", recording):
+        result = plan(workloads, offers, options=PlanOptions(explain=False, relative_gap=0.01))
+    assert result.solver.stages == ("pricing-lp", "serve-mip", "cost-lp", "cost-mip")
+    assert gaps == [optimizer.SERVICE_GAP, 0.01]
+
+
 def test_service_column_generation_stops_once_a_round_adds_less_than_the_gap():
     model, solver = service_stage_start()
     with mock.patch.object(optimizer, "COLUMNS_PER_ROUND", 1):  # a gains a third of its demand a round
