@@ -585,8 +585,8 @@ class _Solver:
                 return None
 
     def generate_columns(self, model: _Model, budget: float, gap: float = 0.0) -> _Result | None:
-        """Column generation on the LP relaxation until no column has a negative reduced cost, or the
-        proven bound is within ``gap`` times the LP's objective of it.
+        """Column generation on the LP relaxation until no column has a negative reduced cost, or a
+        round lowers the LP's objective by no more than ``gap`` times it (tailing off).
 
         Stops early when ``budget`` (a share of the time left) would be spent by another round, with
         one last LP over the columns added so far. Every priced round also
