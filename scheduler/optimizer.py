@@ -770,7 +770,8 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         repaired = _repair(solver, model, rounded, incumbent, passes)
         # The nodes the repaired plan leaves free may serve others more (and more than those it left short lack).
         topped = _top_up(model, repaired, model.targets)
-        if topped and _score(model, topped, model.targets)[0] > _score(model, incumbent, model.targets)[0] + 1e-6:
+        gain = _score(model, topped, model.targets)[0] - _score(model, incumbent, model.targets)[0] if topped else -1
+        if gain > 1e-6 or (gain >= -1e-6 and _short(model, repaired)):  # (the repair traded service)
             incumbent = _held_at(solver, model, topped)
         else:  # the candidates mixed workload by workload
             incumbent = _merge(solver, model, [repaired, *passes, incumbent])
@@ -839,21 +840,37 @@ class _Neighbourhoods:
                         held[other] += nodes
         return sorted(held, key=lambda other: (-held[other], other))
 
-    def resolve(self, chunk: list[int], most: float = LNS_SECONDS) -> bool:
-        """Re-solve these workloads together; whether their nodes changed for the better."""
+    def around(self, index: int, size: int) -> list[int]:
+        """The workload, the workloads holding the full supplies of its columns, those holding theirs,
+        and so on, up to ``size`` in all."""
+        chunk, frontier = [index], [index]
+        while frontier and len(chunk) < size:
+            frontier = [other for held in frontier for other in self.blocking(held, self.model.generated(held))]
+            frontier = [other for other in dict.fromkeys(frontier) if other not in chunk][:size - len(chunk)]
+            chunk.extend(frontier)
+        return chunk
+
+    def resolve(self, chunk: list[int], most: float = LNS_SECONDS, serve: bool = False) -> bool:
+        """Re-solve these workloads together at their service levels, for the least cost, or with
+        ``serve``, for the most priority-weighted service (each up to its target; whatever it
+        costs); whether their nodes changed for the better."""
         model = self.model
         left = model.table.capacity.copy()
         for supply, held in self.holders.items():
             left[supply] -= sum(nodes for index, nodes in held.items() if index not in chunk)
-        levels = [model.level(index) for index in chunk]
+        levels = [model.targets[index] if serve else model.level(index) for index in chunk]
         part = _Model([model.workloads[i] for i in chunk], model.table, [model.columns[i] for i in chunk],
                       levels, capacity=left)
-        part.fix_served(levels)
+        if not serve:
+            part.fix_served(levels)
         for local, index in enumerate(chunk):
             room = np.flatnonzero(left[model.columns[index].supply] >= 1)[:ROOM_COLUMNS]
             for position in sorted({*model.generated(index).tolist(), *self.nodes[index], *room.tolist()}):
                 part.add(local, position)
-        part.objective_cost()
+        if serve:
+            part.objective_serve()
+        else:
+            part.objective_cost()
         current = {(local, position): n for local, index in enumerate(chunk)
                    for position, n in self.nodes[index].items()}
         solved = _solution(part, self.solver.mip(part, part.hint(current), most=most))
@@ -894,18 +911,15 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
     is). Small neighbourhoods solve fast and to near optimality; larger ones only where needed. Any
     still short then take their nodes in one of the ``alternatives`` that serves them (cheapest
     first), or in ``fallback`` (a plan that serves everyone), those they displace making up from
-    free nodes (see _Rounding.displace)."""
+    free nodes (see _Rounding.displace). Last, those still short trade service with their
+    neighbourhoods until the plan serves as much priority-weighted demand as ``fallback``."""
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
             if not solver.time_left(solver.merge_reserve) or not search.short(index):
                 break
-            chunk, frontier = [index], [index]
-            while frontier and len(chunk) < size:  # its blockers, theirs, and so on
-                frontier = [other for held in frontier for other in search.blocking(held, model.generated(held))]
-                frontier = [other for other in dict.fromkeys(frontier) if other not in chunk][:size - len(chunk)]
-                chunk.extend(frontier)
-            search.resolve(chunk, most=min(seconds, solver.deadline - time.monotonic() - solver.merge_reserve))
+            search.resolve(search.around(index, size),
+                           most=min(seconds, solver.deadline - time.monotonic() - solver.merge_reserve))
     repaired = search.assignment
     short = _short(model, repaired)
     if not short:
@@ -919,7 +933,22 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
         for nodes in sorted(complete, key=lambda nodes: _cost(model, index, nodes)) + [fallback_nodes[index]]:
             if rounding.displace(index, nodes, fallback_nodes):
                 break
-    return _drop_broken(model, rounding.assignment)
+    repaired = _drop_broken(model, rounding.assignment)
+    short = _short(model, repaired)
+    if not short:
+        return repaired
+    # Where supply is tight, the plans are too rigid for that: every supply is full in each, and
+    # taking one workload's nodes from another cascades through them all. Those still short are
+    # then re-solved with their blockers for the most service, which may go to others in the
+    # neighbourhood (the service total, not each workload's level, is what stage one decided).
+    search, required = _Neighbourhoods(solver, model, repaired), _score(model, fallback, model.targets)[0]
+    for index in _by_priority(model, short):
+        if not solver.time_left() or _score(model, search.assignment, model.targets)[0] >= required - 1e-6:
+            break
+        if search.short(index):
+            search.resolve(search.around(index, LNS_WORKLOADS), serve=True,
+                           most=min(LNS_SECONDS, solver.deadline - time.monotonic()))
+    return search.assignment
 
 
 def _by_workload(assignment: dict[tuple[int, int], int]) -> dict[int, dict[int, int]]:

@@ -29,7 +29,8 @@ def contested_fleet(seed: int = 3, workloads: int = 14):
                for provider, region in [("aws", "us-east-1"), ("gcp", "us-central1")] for count in (1, 8)]
     specs = []
     for index in range(workloads):
-        spec = replicas(f"w{index}", rng.randint(3, 20), priority=rng.randint(1, 5), spot=rng.choice(["never", "allowed"]))
+        spec = replicas(f"w{index}", rng.randint(3, 20), priority=rng.randint(1, 5),
+                        spot=rng.choice(["never", "allowed"]))
         if index % 5 == 1:
             spec["spread"] = {"min_providers": 2}
         if index % 4 == 2 and spec["spot"] == "allowed":
@@ -320,3 +321,35 @@ def test_raised_service_keeps_the_cost_lp_bound_only_where_no_level_came_down():
         # Both levels up (3 and 2 of 2 and 2): a plan at them is one at the old levels, so the bound holds.
         assert solver.lp_bound == bound and not solver.lp_exact
         assert [model.level(index) for index in range(2)] == [float(n) for n in nodes.values()]
+
+
+def test_repair_trades_service_where_levels_cannot_be_restored_nearby():
+    # Supplies s0..s3, one node each. "hi" (priority 5) can only use s0; w1 uses s0 or s1, w2 s1 or s2,
+    # w3 s2 or s3, w4 s3 only. The service plan: hi s0, w1 s1, w2 s2, w3 s3 (w4 unserved; total 8).
+    # The rounding shifted everyone down a supply and left hi short. The chain is longer than
+    # displacement reaches, and the fixed-level repair sees hi alone, so hi takes s0 from w1 (priority
+    # 1) in a neighbourhood of two, for the same total.
+    offers = [make_offer(region=f"s{number}", instance_type=f"n{number}", gpu_count=1, price_per_hour=1.0,
+                         available_nodes=1) for number in range(4)]
+    workloads = fleet(replicas("hi", 1, priority=5, regions={"names": ["s0"]}),
+                      *[replicas(f"w{number}", 1, regions={"names": [f"s{number - 1}", f"s{min(number, 3)}"]})
+                        for number in range(1, 5)])
+    model = small_model(workloads, offers, fixed=False)
+    for index, columns in enumerate(model.columns):
+        for position in range(len(columns)):
+            model.add(index, position)
+
+    def one_node(*placed):  # (workload, region) pairs -> assignment
+        return {(index, column_in(model, index, region)): 1 for index, region in placed}
+
+    service_plan = one_node((0, "s0"), (1, "s1"), (2, "s2"), (3, "s3"))
+    rounded = one_node((1, "s0"), (2, "s1"), (3, "s2"), (4, "s3"))
+    model.fix_served([1.0, 1.0, 1.0, 1.0, 0.0])
+    solver = optimizer._Solver(PlanOptions(), len(workloads))
+    with mock.patch.object(optimizer, "REPAIR_STEPS", ((1, 1.0),)), mock.patch.object(optimizer, "LNS_WORKLOADS", 2):
+        repaired = optimizer._repair(solver, model, rounded, service_plan, [rounded])
+    assert repaired == one_node((0, "s0"), (2, "s1"), (3, "s2"), (4, "s3"))
+    score = optimizer._score
+    assert score(model, repaired, model.targets)[0] == score(model, service_plan, model.targets)[0]
+    with mock.patch.object(optimizer, "REPAIR_STEPS", ((1, 1.0),)), mock.patch.object(optimizer, "LNS_WORKLOADS", 1):
+        assert optimizer._short(model, optimizer._repair(solver, model, rounded, service_plan, [rounded])) == [0]
