@@ -4,6 +4,7 @@ large fleets use instead of one MIP."""
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from unittest import mock
 
 import pytest
@@ -353,3 +354,29 @@ def test_repair_trades_service_where_levels_cannot_be_restored_nearby():
     assert score(model, repaired, model.targets)[0] == score(model, service_plan, model.targets)[0]
     with mock.patch.object(optimizer, "REPAIR_STEPS", ((1, 1.0),)), mock.patch.object(optimizer, "LNS_WORKLOADS", 1):
         assert optimizer._short(model, optimizer._repair(solver, model, rounded, service_plan, [rounded])) == [0]
+
+
+def test_large_models_raise_service_piecewise_a_workload_with_those_holding_its_supplies():
+    # "hi" (priority 5) and "lo" (priority 1) each want both nodes of the one supply; the start gave
+    # lo both. Re-solved together for service, hi takes them.
+    offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=2)]
+    workloads = fleet(replicas("hi", 2, priority=5), replicas("lo", 2, priority=1))
+    model = small_model(workloads, offers, fixed=False)
+    for index in range(2):
+        model.add(index, 0)
+    model.objective_serve()
+    solver = optimizer._Solver(PlanOptions(), len(workloads))
+    assert optimizer._serve_more(solver, model, {(1, 0): 2}) == {(0, 0): 2}
+    assert optimizer._serve_more(solver, model, {(0, 0): 2}) == {(0, 0): 2}  # nothing to raise
+
+
+def test_plans_of_large_models_serve_by_priority_through_the_piecewise_service_stage():
+    workloads, offers = contested_fleet(workloads=14)
+    offers = [replace(offer, available_nodes=offer.available_nodes or 1) for offer in offers]  # short supply
+    small = plan(workloads, offers, options=PlanOptions(explain=False))
+    with mock.patch.object(optimizer, "LNS_ABOVE_COLUMNS", 0):
+        large = plan(workloads, offers, options=PlanOptions(explain=False))
+    assert "serve-mip" in small.solver.stages and "serve-lns" in large.solver.stages
+    served = [sum(w.priority * (1 - sum(u.missing_replicas or 0 for u in result.unmet if u.workload == w.name)
+                                / w.demand_units) for w in workloads) for result in (small, large)]
+    assert served[1] >= served[0] - 1e-6
