@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -98,6 +98,7 @@ class _Result:
     dual_bound: float
     values: np.ndarray
     duals: np.ndarray
+    reduced: np.ndarray = field(default_factory=lambda: np.zeros(0))  # reduced cost of each variable (LPs)
 
     @property
     def optimal(self) -> bool:
@@ -111,9 +112,17 @@ class _Result:
 
     def dual_values(self, ids: np.ndarray) -> np.ndarray:
         """Duals of the rows ``ids`` (0 for rows the solve did not have)."""
-        padded = np.zeros(max(len(self.duals), int(ids.max()) + 1 if len(ids) else 0))
-        padded[:len(self.duals)] = self.duals
-        return padded[ids]
+        return _padded(self.duals, ids)
+
+    def reduced_costs(self, ids: np.ndarray) -> np.ndarray:
+        """Reduced costs of the variables ``ids`` (0 for variables the solve did not have)."""
+        return _padded(self.reduced, ids)
+
+
+def _padded(vector: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    padded = np.zeros(max(len(vector), int(ids.max()) + 1 if len(ids) else 0))
+    padded[:len(vector)] = vector
+    return padded[ids]
 
 
 def _dense(vector) -> np.ndarray:
@@ -203,12 +212,13 @@ def _solve(program: _Program, solver: mathopt.SolverType, params: mathopt.SolveP
     primal = raw.solutions[0].primal_solution if raw.solutions and raw.solutions[0].HasField("primal_solution") \
         else None
     feasible = primal is not None and primal.feasibility_status == solution_pb2.SOLUTION_STATUS_FEASIBLE
-    duals = raw.solutions[0].dual_solution.dual_values if raw.solutions else None
+    dual = raw.solutions[0].dual_solution if raw.solutions else None
     return _Result(reason=mathopt.TerminationReason(termination.reason), feasible=feasible,
                    objective=primal.objective_value if feasible else None,
                    dual_bound=termination.objective_bounds.dual_bound,
                    values=_dense(primal.variable_values) if feasible else np.zeros(0),
-                   duals=_dense(duals) if duals is not None else np.zeros(0))
+                   duals=_dense(dual.dual_values) if dual is not None else np.zeros(0),
+                   reduced=_dense(dual.reduced_costs) if dual is not None else np.zeros(0))
 
 
 class _FlatColumns:
@@ -527,6 +537,9 @@ class _Solver:
         self.stages: list[str] = []
         self.lp_bound: float | None = None  # proven lower bound on the last column generation's full LP
         self.lp_exact = False  # ...and it is that LP's optimum: every column priced out
+        # The best cost-stage round's Lagrangian bound, its service variables' reduced costs and the
+        # levels (fractions of demand) they were held at: the bound at other levels (see level_bound).
+        self.level_duals: tuple[float, np.ndarray, np.ndarray] | None = None
         self.merge_reserve = min(MERGE_SECONDS, MERGE_RESERVE * options.time_limit_s)
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
@@ -584,6 +597,17 @@ class _Solver:
                 self.stages.append("mip-failed")
                 return None
 
+    def level_bound(self, levels: np.ndarray) -> float | None:
+        """A proven lower bound on the cost at other service levels (fractions of demand), from the
+        best cost-stage round's duals, which stay feasible whatever the levels: its bound plus each
+        service variable's reduced cost times the change in its level. A level is counted only where
+        it came down (a plan at a higher one meets the lower; the LP's rows keep the caps of the old
+        levels, which only ask more of higher ones)."""
+        if self.level_duals is None:
+            return None
+        bound, prices, before = self.level_duals
+        return max(0.0, bound + float(prices @ (np.minimum(levels, before) - before)))
+
     def generate_columns(self, model: _Model, budget: float, gap: float = 0.0) -> _Result | None:
         """Column generation on the LP relaxation until no column has a negative reduced cost, or a
         round lowers the LP's objective by no more than ``gap`` times it (tailing off).
@@ -597,7 +621,7 @@ class _Solver:
         it is the LP's value itself (``lp_exact``).
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
-        self.lp_exact, self.lp_bound = False, None
+        self.lp_exact, self.lp_bound, self.level_duals = False, None, None
         result = None
         flat = model.flat
         servable = np.array([model.served[index].upper_bound > 0 for index in range(len(model.workloads))])
@@ -616,6 +640,10 @@ class _Solver:
             # Unserved workloads' columns could only add cost.
             fresh = np.flatnonzero((reduced < -flat.tolerance) & ~model.has & servable[flat.workload])
             bound = result.objective + float(reduced[fresh] @ model.upper[fresh])
+            if model.levels_fixed and (self.level_duals is None or bound >= self.level_duals[0]):
+                served = np.array([variable.id for variable in model.served.values()])
+                levels = np.array([variable.lower_bound for variable in model.served.values()])
+                self.level_duals = (bound, result.reduced_costs(served), levels)
             if model.levels_fixed:  # costs are never negative, so neither is the bound
                 bound = max(bound, 0.0)
                 if final or not self.time_left(2 * seconds):  # the last round's (at scale it costs as much as the LP)
@@ -1445,11 +1473,11 @@ def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], i
     neighbourhood search, which re-solves workloads at their levels (the model's own rows keep the
     caps of the old levels; it is not solved again). The cost LP was at the old levels: where no
     level came down, every plan at the new ones is feasible there, so its bound still holds (no longer
-    exact); where one came down, there is no bound."""
+    exact); where one came down, the bound moves with the levels (see _Solver.level_bound)."""
     covered = _covered(model, assignment)
     levels = [min(covered[index], model.targets[index]) for index in range(len(model.workloads))]
     if any(level < model.level(index) - 1e-6 for index, level in enumerate(levels)):
-        solver.lp_bound = None
+        solver.lp_bound = solver.level_bound(np.array(levels) / model.demand)
     solver.lp_exact = False
     model.fix_served(levels)
     solver.stages.append("service-raised")

@@ -310,18 +310,29 @@ def test_top_up_serves_more_from_free_nodes_by_priority_and_spread_workloads_onl
     assert topped == {(1, 0): 2, (0, 0): 2}
 
 
-def test_raised_service_keeps_the_cost_lp_bound_only_where_no_level_came_down():
-    offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=9)]
+def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that_came_down():
+    # The cost LP at levels 2 and 2: 3 cheap nodes and one dear, 7. a at 1 and b at 4: at least what
+    # a at 1 and b at 2 costs, 3 (a's level priced at its reduced cost, 4 a replica).
+    import numpy as np
+
+    offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=3),
+              make_offer(region="dear", instance_type="d", gpu_count=1, price_per_hour=4.0)]
     workloads = fleet(replicas("a", 4), replicas("b", 4))
-    for nodes, bound in (({(0, 0): 3, (1, 0): 2}, 5.0), ({(0, 0): 1, (1, 0): 4}, None)):
+    for nodes, bound in (({"a": 3, "b": 2}, 7.0), ({"a": 1, "b": 4}, 3.0)):
         model = small_model(workloads, offers)
         model.fix_served([2.0, 2.0])
+        for index in range(2):
+            for region in ("cheap", "dear"):
+                model.add(index, column_in(model, index, region))
+        model.objective_cost()
         solver = optimizer._Solver(PlanOptions(), len(workloads))
-        solver.lp_bound, solver.lp_exact = 5.0, True
-        optimizer._held_at(solver, model, nodes)
-        # Both levels up (3 and 2 of 2 and 2): a plan at them is one at the old levels, so the bound holds.
-        assert solver.lp_bound == bound and not solver.lp_exact
-        assert [model.level(index) for index in range(2)] == [float(n) for n in nodes.values()]
+        solver.generate_columns(model, budget=1.0)
+        assert solver.lp_exact and solver.lp_bound == pytest.approx(7.0)
+        plan_nodes = {(index, column_in(model, index, "dear")): nodes[name] for index, name in enumerate("ab")}
+        optimizer._held_at(solver, model, plan_nodes)
+        assert solver.lp_bound == pytest.approx(bound) and not solver.lp_exact
+        assert [model.level(index) for index in range(2)] == [float(nodes["a"]), float(nodes["b"])]
+    assert optimizer._Solver(PlanOptions(), 2).level_bound(np.array([0.25, 0.5])) is None  # no cost LP yet
 
 
 def test_repair_trades_service_where_levels_cannot_be_restored_nearby():
