@@ -786,16 +786,12 @@ def _serve_more(solver: _Solver, model: _Model, assignment: dict[tuple[int, int]
     and 12 more at tight 1,000, in as long or less."""
     stop = time.monotonic() + SERVE_SHARE * max(0.0, solver.deadline - time.monotonic())
     search, done = _Neighbourhoods(solver, model, assignment), set()
-    covered = _coverage(model, assignment)
-    for seed in _by_priority(model, [index for index in range(len(model.workloads))
-                                     if covered[index] < model.targets[index] - 1e-6]):
+    for seed in _by_priority(model, range(len(model.workloads))):
         left = min(stop, solver.deadline) - time.monotonic()
         if left <= 0:
             break
         if seed not in done and _units(model, seed, search.nodes.get(seed, {})) < model.targets[seed] - 1e-6:
-            chunk = search.around(seed, LNS_WORKLOADS)
-            done.update(chunk)
-            search.resolve(chunk, serve=True, most=min(LNS_SECONDS, left))
+            done.update(search.serve_around(seed, left))
     return search.assignment
 
 
@@ -902,6 +898,13 @@ class _Neighbourhoods:
             chunk.extend(frontier)
         return chunk
 
+    def serve_around(self, index: int, seconds: float) -> list[int]:
+        """Re-solve the workload with those around it (LNS_WORKLOADS in all) for the most service, in at
+        most ``seconds`` (and LNS_SECONDS); the workloads re-solved."""
+        chunk = self.around(index, LNS_WORKLOADS)
+        self.resolve(chunk, serve=True, most=min(LNS_SECONDS, seconds))
+        return chunk
+
     def resolve(self, chunk: list[int], most: float = LNS_SECONDS, serve: bool = False) -> bool:
         """Re-solve these workloads together at their service levels, for the least cost, or with
         ``serve``, for the most priority-weighted service (each up to its target; whatever it
@@ -998,8 +1001,7 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
         if not solver.time_left() or _score(model, search.assignment, model.targets)[0] >= required - 1e-6:
             break
         if search.short(index):
-            search.resolve(search.around(index, LNS_WORKLOADS), serve=True,
-                           most=min(LNS_SECONDS, solver.deadline - time.monotonic()))
+            search.serve_around(index, solver.deadline - time.monotonic())
     return search.assignment
 
 
@@ -1487,8 +1489,9 @@ def _top_up(model: _Model, assignment: dict[tuple[int, int], int], targets: list
             ) -> dict[tuple[int, int], int]:
     """More service from the nodes a plan leaves free: by priority, each workload below what it could get
     alone fills toward it from its cheapest columns with free nodes (within its rules; a spread
-    workload only when it can be served whole). The service MIP of large fleets sees a fraction of
-    the columns, and leaves nodes free that others can use."""
+    workload only when it can be served whole). The service stage of large fleets sees a fraction of
+    the columns, and the cost stage's rounding moves workloads off supplies: both leave nodes free
+    that others can use."""
     rounding = _Rounding.of(model, assignment)
     for index in _by_priority(model, range(len(model.workloads))):
         target, before = targets[index], dict(rounding.nodes.get(index, {}))
