@@ -72,6 +72,7 @@ COLUMNS_PER_ROUND = 8  # columns added per workload per pricing round
 MAX_PRICING_ROUNDS = 25
 CAPACITY_PRICED = 2.0  # a cost-stage pricing round adds columns on a supply for up to this many times its capacity
 REDUCED_COST_TOLERANCE = 1e-7
+PRICE_SCALES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)  # capacity duals scaled for a priced bound (see _Model)
 
 
 @dataclass(frozen=True)
@@ -412,7 +413,19 @@ class _Model:
             before = reach[last - 1] if last else 0.0
             total += float(price[order[:last]] @ nodes[:last]) \
                 + (level - before) / float(units[order[last]]) * float(price[order[last]])
-        return total
+        return float(total)
+
+    def scaled_priced_bound(self, capacity_duals: np.ndarray) -> tuple[float, np.ndarray]:
+        """The best ``priced_bound`` over the duals scaled by 1, 1/2, 1/4, ... and 0, and the duals that
+        gave it. An LP far from converged prices the capacity its few columns contest far too high (its
+        own bound is then <= 0); the bound is concave in the scale, so halving stops once it falls."""
+        best, prices = -math.inf, capacity_duals
+        for scale in PRICE_SCALES:
+            bound = self.priced_bound(capacity_duals * scale)
+            if bound <= best:
+                break
+            best, prices = bound, capacity_duals * scale
+        return best, prices
 
     def set_integer(self, integer: bool) -> None:
         for variable in self.integers:
@@ -540,6 +553,9 @@ class _Solver:
         # The best cost-stage round's Lagrangian bound, its service variables' reduced costs and the
         # levels (fractions of demand) they were held at: the bound at other levels (see level_bound).
         self.level_duals: tuple[float, np.ndarray, np.ndarray] | None = None
+        # The (scaled) capacity duals that gave the last cost-stage round's priced bound: they bound the
+        # cost at any levels (see _Model.priced_bound), where an LP that has not converged gives none.
+        self.capacity_prices: np.ndarray | None = None
         self.merge_reserve = min(MERGE_SECONDS, MERGE_RESERVE * options.time_limit_s)
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
@@ -621,7 +637,7 @@ class _Solver:
         it is the LP's value itself (``lp_exact``).
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
-        self.lp_exact, self.lp_bound, self.level_duals = False, None, None
+        self.lp_exact, self.lp_bound, self.level_duals, self.capacity_prices = False, None, None, None
         result = None
         flat = model.flat
         servable = np.array([model.served[index].upper_bound > 0 for index in range(len(model.workloads))])
@@ -647,7 +663,8 @@ class _Solver:
             if model.levels_fixed:  # costs are never negative, so neither is the bound
                 bound = max(bound, 0.0)
                 if final or not self.time_left(2 * seconds):  # the last round's (at scale it costs as much as the LP)
-                    bound = max(bound, model.priced_bound(capacity_duals))
+                    priced, self.capacity_prices = model.scaled_priced_bound(capacity_duals)
+                    bound = max(bound, priced)
             self.lp_bound = float(bound if self.lp_bound is None else max(self.lp_bound, bound))
             if not len(fresh):
                 self.lp_exact, self.lp_bound = True, float(result.objective)
@@ -1474,13 +1491,17 @@ def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], i
     neighbourhood search, which re-solves workloads at their levels (the model's own rows keep the
     caps of the old levels; it is not solved again). The cost LP was at the old levels: where no
     level came down, every plan at the new ones is feasible there, so its bound still holds (no longer
-    exact); where one came down, the bound moves with the levels (see _Solver.level_bound)."""
+    exact); where one came down, the bound moves with the levels (see _Solver.level_bound). The last
+    cost round's capacity duals also price a bound at the new levels, raised ones included, which
+    holds where that LP had not converged (its own bound is then <= 0)."""
     covered = _covered(model, assignment)
     levels = [min(covered[index], model.targets[index]) for index in range(len(model.workloads))]
     if any(level < model.level(index) - 1e-6 for index, level in enumerate(levels)):
         solver.lp_bound = solver.level_bound(np.array(levels) / model.demand)
     solver.lp_exact = False
     model.fix_served(levels)
+    if solver.capacity_prices is not None:  # priced at the new levels, raised ones too
+        solver.lp_bound = max(solver.lp_bound or 0.0, model.priced_bound(solver.capacity_prices))
     solver.stages.append("service-raised")
     return assignment
 

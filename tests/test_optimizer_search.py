@@ -335,6 +335,30 @@ def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that
     assert optimizer._Solver(PlanOptions(), 2).level_bound(np.array([0.25, 0.5])) is None  # no cost LP yet
 
 
+def test_an_unconverged_cost_lp_still_bounds_the_plan_at_its_levels_with_scaled_capacity_prices():
+    # Levels 2 and 2; 3 cheap nodes at 1 and dear ones at 4: the LP is 7, its capacity dual 3 on the
+    # cheap supply. Duals of an LP cut short overprice it: at 6 the priced bound is -2, at half that 7;
+    # at 100 it is below 0 down to 1/16 of it, and 4 (capacity free) at 0.
+    import numpy as np
+
+    offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=3),
+              make_offer(region="dear", instance_type="d", gpu_count=1, price_per_hour=4.0)]
+    model = small_model(fleet(replicas("a", 4), replicas("b", 4)), offers)
+    model.fix_served([2.0, 2.0])
+    cheap = int(model.columns[0].supply[column_in(model, 0, "cheap")])
+    duals = np.zeros(len(model.table))
+    for price, bound, scale in ((6.0, 7.0, 0.5), (100.0, 4.0, 0.0), (3.0, 7.0, 1.0)):
+        duals[cheap] = -price  # a <= row's dual in a minimisation
+        best, prices = model.scaled_priced_bound(duals)
+        assert best == pytest.approx(bound) and prices[cheap] == pytest.approx(-price * scale)
+    # Held at a raised level (a at 3), the plan is bounded at the new levels: 3 cheap and 2 dear, 11.
+    solver = optimizer._Solver(PlanOptions(), 2)
+    solver.lp_bound, solver.capacity_prices = 0.0, duals
+    plan_nodes = {(0, column_in(model, 0, "cheap")): 3, (1, column_in(model, 1, "dear")): 2}
+    optimizer._held_at(solver, model, plan_nodes)
+    assert solver.lp_bound == pytest.approx(11.0)
+
+
 def test_repair_trades_service_where_levels_cannot_be_restored_nearby():
     # Supplies s0..s3, one node each. "hi" (priority 5) can only use s0; w1 uses s0 or s1, w2 s1 or s2,
     # w3 s2 or s3, w4 s3 only. The service plan: hi s0, w1 s1, w2 s2, w3 s3 (w4 unserved; total 8).
