@@ -349,8 +349,9 @@ def test_an_unconverged_cost_lp_still_bounds_the_plan_at_its_levels_with_scaled_
     duals = np.zeros(len(model.table))
     for price, bound, scale in ((6.0, 7.0, 0.5), (100.0, 4.0, 0.0), (3.0, 7.0, 1.0)):
         duals[cheap] = -price  # a <= row's dual in a minimisation
-        best, prices = model.scaled_priced_bound(duals)
+        best, prices = model.scaled_priced_bound(duals, seconds=60)
         assert best == pytest.approx(bound) and prices[cheap] == pytest.approx(-price * scale)
+    assert model.scaled_priced_bound(duals * 2, seconds=0)[0] == pytest.approx(model.priced_bound(duals * 2))
     # Held at a raised level (a at 3), the plan is bounded at the new levels: 3 cheap and 2 dear, 11.
     solver = optimizer._Solver(PlanOptions(), 2)
     solver.lp_bound, solver.capacity_prices = 0.0, duals
