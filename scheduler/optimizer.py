@@ -637,9 +637,10 @@ class _Solver:
         one last LP over the columns added so far. Every priced round also
         gives a proven lower bound on the LP over all columns (``lp_bound``), by Lagrangian duality
         with the round's duals: the restricted LP's value plus, for each column not yet generated,
-        its negative reduced cost times its upper bound, or, once service levels are fixed, the
-        tighter ``_Model.priced_bound`` (for the last round's duals only). Once nothing prices out,
-        it is the LP's value itself (``lp_exact``).
+        its negative reduced cost times its upper bound, or, once service levels are fixed and where
+        higher, ``_Model.priced_bound`` (for the last round's duals only, scaled where that prices
+        higher: see ``_Model.scaled_priced_bound``). Once nothing prices out, it is the LP's value
+        itself (``lp_exact``).
         """
         stop = time.monotonic() + budget * max(0.0, self.deadline - time.monotonic())
         self.lp_exact, self.lp_bound, self.level_duals, self.capacity_prices = False, None, None, None
