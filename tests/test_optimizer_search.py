@@ -58,6 +58,12 @@ def test_lp_bound_is_proven_when_column_generation_stops_early():
         early = plan(workloads, offers, options=PlanOptions(explain=False))
     assert not early.solver.lp_exact
     assert 0 <= early.solver.lp_bound <= exact.solver.lp_bound + 1e-6  # a bound under the LP, never above it
+    with mock.patch.object(optimizer, "MAX_PRICING_ROUNDS", 3), mock.patch.object(optimizer, "COLUMNS_PER_ROUND", 1), \
+            mock.patch.object(optimizer, "_initial_positions", lambda *_: [0]), \
+            mock.patch.object(optimizer, "LAGRANGIAN_COLUMNS", 0):  # every round takes the Lagrangian's columns
+        lagrangian = plan(workloads, offers, options=PlanOptions(explain=False))
+    assert 0 < lagrangian.solver.lp_bound <= exact.solver.lp_bound + 1e-6
+    check_feasible(lagrangian, workloads, offers)
     check_feasible(early, workloads, offers)
 
 
@@ -335,10 +341,11 @@ def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that
     assert optimizer._Solver(PlanOptions(), 2).level_bound(np.array([0.25, 0.5])) is None  # no cost LP yet
 
 
-def test_an_unconverged_cost_lp_still_bounds_the_plan_at_its_levels_with_scaled_capacity_prices():
-    # Levels 2 and 2; 3 cheap nodes at 1 and dear ones at 4: the LP is 7, its capacity dual 3 on the
-    # cheap supply. Duals of an LP cut short overprice it: at 6 the priced bound is -2, at half that 7;
-    # at 100 it is below 0 down to 1/16 of it, and 4 (capacity free) at 0.
+def test_the_lagrangian_bounds_the_cost_lp_from_the_cover_duals_of_an_lp_cut_short():
+    # Levels 2 and 2; 3 cheap nodes at 1 and dear ones at 4: the LP is 7, at a capacity price of 3 on
+    # the cheap supply. Cover duals of an LP cut short (100 a unit) price it at 99: every workload then
+    # covers its level with dear nodes, and the bound is 16 - 3 x 99. Their cover duals (4 a unit)
+    # price it at 3 again, and the bound is the LP's 7.
     import numpy as np
 
     offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=3),
@@ -346,18 +353,54 @@ def test_an_unconverged_cost_lp_still_bounds_the_plan_at_its_levels_with_scaled_
     model = small_model(fleet(replicas("a", 4), replicas("b", 4)), offers)
     model.fix_served([2.0, 2.0])
     cheap = int(model.columns[0].supply[column_in(model, 0, "cheap")])
-    duals = np.zeros(len(model.table))
-    for price, bound, scale in ((6.0, 7.0, 0.5), (100.0, 4.0, 0.0), (3.0, 7.0, 1.0)):
-        duals[cheap] = -price  # a <= row's dual in a minimisation
-        best, prices = model.scaled_priced_bound(duals, seconds=60)
-        assert best == pytest.approx(bound) and prices[cheap] == pytest.approx(-price * scale)
-    assert model.scaled_priced_bound(duals * 2, seconds=0)[0] == pytest.approx(model.priced_bound(duals * 2))
+    per_unit = np.array([100.0, 100.0]) * model.demand  # cover rows are in fractions of demand
+    assert model.scarcity(per_unit)[cheap] == pytest.approx(99.0)
+    assert model.priced(model.scarcity(per_unit)).bound == pytest.approx(16.0 - 3 * 99.0)
+    with mock.patch.object(optimizer, "LAGRANGIAN_STEPS", 1):
+        assert model.lagrangian(per_unit)[0].bound == pytest.approx(16.0 - 3 * 99.0)
+    best, prices = model.lagrangian(per_unit)
+    assert best.bound == pytest.approx(7.0) and prices[cheap] == pytest.approx(3.0)
+    assert list(best.cover / model.demand) == pytest.approx([4.0, 4.0])
+    # Its columns: at that price cheap and dear nodes cost the same, and each workload's cheap column
+    # alone covers its level (the LP's mix of the two is for the restricted LP to find).
+    assert {(int(model.flat.workload[column]), model.table.supplies[int(model.flat.supply[column])].offer.region)
+            for column in best.columns} == {(0, "cheap"), (1, "cheap")}
     # Held at a raised level (a at 3), the plan is bounded at the new levels: 3 cheap and 2 dear, 11.
     solver = optimizer._Solver(PlanOptions(), 2)
-    solver.lp_bound, solver.capacity_prices = 0.0, duals
+    solver.lp_bound, solver.capacity_prices = 0.0, prices
     plan_nodes = {(0, column_in(model, 0, "cheap")): 3, (1, column_in(model, 1, "dear")): 2}
     optimizer._held_at(solver, model, plan_nodes)
     assert solver.lp_bound == pytest.approx(11.0)
+
+
+def test_capacity_prices_are_where_the_nodes_gaining_more_reach_the_capacity_and_always_bound_the_lp():
+    import numpy as np
+
+    workloads, offers = contested_fleet()
+    model = small_model(workloads, offers)
+    for index, columns in enumerate(model.columns):
+        for position in range(len(columns)):
+            model.add(index, position)
+    solver = optimizer._Solver(PlanOptions(), len(workloads))
+    lp = solver.lp(model)
+    flat, rng = model.flat, np.random.default_rng(5)
+    for cover in [model.cover_duals(lp), *(model.cover_duals(lp) * rng.uniform(0.2, 5.0, len(workloads))
+                                           for _ in range(20))]:
+        prices = model.scarcity(cover)
+        gain = np.minimum(flat.share_units, model.ceilings()[flat.workload]) * cover[flat.workload] - flat.weight
+        for supply, capacity in enumerate(model.table.capacity):
+            mine = np.flatnonzero((flat.supply == supply) & (gain > 0))
+            order = mine[np.argsort(-gain[mine], kind="stable")]
+            reach = np.cumsum(model.upper[order])
+            full = np.flatnonzero(reach >= capacity)
+            assert prices[supply] == pytest.approx(gain[order[full[0]]] if len(full) else 0.0)
+        assert model.lagrangian(cover)[0].bound <= lp.objective * (1 + 1e-9)
+    # From capacity left free (each workload at its cheapest), the prices raise the bound, though not to
+    # the LP, whose share and spread rules the bound drops. The LP's own cover duals, shaped by those
+    # rules, stall lower here, which is why generate_columns tries both.
+    free = model.priced(np.zeros(len(model.table))).bound
+    assert free < model.lagrangian()[0].bound <= lp.objective
+    assert model.lagrangian(model.cover_duals(lp))[0].bound < free
 
 
 def test_repair_trades_service_where_levels_cannot_be_restored_nearby():
