@@ -375,6 +375,10 @@ class _Model:
         spread group rows (at 1/k). These cuts lift the LP bound where nodes are large against demand."""
         return np.array([self.served[index].upper_bound for index in range(len(self.workloads))])
 
+    def cover_units(self) -> np.ndarray:
+        """Every column's coefficient in its cover row, capped at the workload's ceiling (flat order)."""
+        return np.minimum(self.flat.share_units, self.ceilings()[self.flat.workload])
+
     def _set_caps(self) -> None:
         """Cap the cover and on-demand rows at the current ceilings, lowering coefficients already set
         (service levels are fixed at or below the targets, so ceilings come down; where _held_at
@@ -415,7 +419,7 @@ class _Model:
         cover, chosen = np.zeros(len(self.workloads)), []
         # Most workloads cover their level with one column, their cheapest per unit: found for all at
         # once, the rest one by one (fractions of demand, as the rows are).
-        units = np.minimum(flat.share_units, levels[flat.workload])
+        units = self.cover_units()
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(units > 0, (flat.weight + scarcity[flat.supply]) / units, math.inf)
         starts = flat.offset[:-1]
@@ -451,8 +455,7 @@ class _Model:
         paid for every node the column may take, and the price itself for every node of capacity,
         so the best price is the gain at which the nodes still gaining more reach the capacity."""
         flat = self.flat
-        gain = np.minimum(flat.share_units, self.ceilings()[flat.workload]) * np.maximum(cover, 0.0)[flat.workload] \
-            - flat.weight
+        gain = self.cover_units() * np.maximum(cover, 0.0)[flat.workload] - flat.weight
         positive = np.flatnonzero((gain > 0) & np.isfinite(self.capacity_left)[flat.supply])
         prices = np.zeros(len(self.table))
         if not len(positive):
@@ -539,7 +542,7 @@ class _Model:
         flat = self.flat
         ceiling = self.ceilings()[flat.workload]
         cover = self.cover_duals(result)
-        reduced = (flat.weight if self.costed else 0.0) - np.minimum(flat.share_units, ceiling) * cover[flat.workload] \
+        reduced = (flat.weight if self.costed else 0.0) - self.cover_units() * cover[flat.workload] \
             - capacity_duals[flat.supply]
         if self.share:
             share, on_demand = np.zeros(len(self.workloads)), np.zeros(len(self.workloads))
@@ -724,7 +727,7 @@ class _Solver:
         servable = np.array([model.served[index].upper_bound > 0 for index in range(len(model.workloads))])
         final = False  # whether the next LP is the last: priced for the bound, adding nothing
         previous = math.inf  # the last round's LP objective
-        priced = -math.inf  # the best round's Lagrangian bound
+        best_priced = -math.inf  # the best round's Lagrangian bound
         free: tuple[_Priced, np.ndarray] | None = None  # the Lagrangian from capacity left free
         for round_ in range(MAX_PRICING_ROUNDS + 1):
             if not self.time_left():
@@ -748,16 +751,18 @@ class _Solver:
             large = len(flat.supply) >= LAGRANGIAN_COLUMNS
             if model.levels_fixed and len(fresh) and (last or large and bound < LAGRANGIAN_BELOW * result.objective):
                 lagrangian, prices = model.lagrangian(model.cover_duals(result))
-                if free is None:  # once a stage, and for the bound only (its columns crowd the cheapest
-                    # supplies): LP duals shaped by share and spread rows, which the bound drops, can
-                    # price below capacity left free. At 5,000 workloads they bound far higher, and
-                    # the 1.2 s it takes there cost a round.
-                    free = model.lagrangian() if not large else (lagrangian, prices)
-                for candidate, candidate_prices in ((lagrangian, prices), free):
-                    if candidate.bound >= priced:
-                        priced, self.capacity_prices = candidate.bound, candidate_prices
+                candidates = [(lagrangian, prices)]
+                if not large:  # and, once a stage and for the bound only (its columns crowd the cheapest
+                    # supplies), from capacity left free: LP duals shaped by share and spread rows, which
+                    # the bound drops, can price below that. At 5,000 workloads they bound far higher,
+                    # and the 1.2 s it takes there cost a round.
+                    free = free or model.lagrangian()
+                    candidates.append(free)
+                for candidate, candidate_prices in candidates:
+                    if candidate.bound >= best_priced:
+                        best_priced, self.capacity_prices = candidate.bound, candidate_prices
             if model.levels_fixed:  # costs are never negative, so neither is the bound
-                bound = max(bound, priced, 0.0)
+                bound = max(bound, best_priced, 0.0)
             self.lp_bound = float(bound if self.lp_bound is None else max(self.lp_bound, bound))
             if not len(fresh):
                 self.lp_exact, self.lp_bound = True, float(result.objective)
