@@ -1870,11 +1870,18 @@ def _cheapest_policy_excluded(workload, builder, max_unit) -> tuple[str, float, 
 
 
 def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> tuple[str | None, float | None]:
-    """Cheapest plan for this workload alone on one GPU type, with its own policies and full capacities."""
+    """Cheapest plan for this workload alone on one GPU type, with its own policies and full capacities:
+    a small MIP per type, tried in the order of their fractional bounds, and none for a type whose
+    bound is no lower than the best plan found (one MIP per type took 17 s for 100 workloads)."""
+    codes = table.gpu[cols.supply]  # (codes follow the names' order)
+    types = {table.gpu_names[code]: np.flatnonzero(codes == code) for code in np.unique(codes).tolist()}
+    bounds = {gpu: _fractional_cover(cols.cost[keep], cols.units[keep], table.capacity[cols.supply[keep]],
+                                     workload.demand_units) for gpu, keep in types.items()}
     best: tuple[str | None, float | None] = (None, None)
-    gpu_of = np.array([table.supplies[int(supply)].offer.gpu for supply in cols.supply], dtype=object)
-    for gpu in sorted(set(gpu_of)):
-        keep = np.flatnonzero(gpu_of == gpu)
+    for gpu in sorted(types, key=lambda name: bounds[name]):  # (stable: by name among equal bounds)
+        if not math.isfinite(bounds[gpu]) or best[1] is not None and bounds[gpu] >= best[1]:
+            break
+        keep = types[gpu]
         subset = Columns(0, cols.supply[keep], cols.units[keep], cols.replicas[keep], cols.tensor_parallel[keep],
                          cols.cost[keep], cols.cost[keep], cols.spot[keep])
         model = _Model([workload], table, [subset], [workload.demand_units])
@@ -1888,3 +1895,18 @@ def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> 
         if result.feasible and (best[1] is None or result.objective < best[1]):
             best = (gpu, result.objective)
     return best
+
+
+def _fractional_cover(cost: np.ndarray, units: np.ndarray, capacity: np.ndarray, demand: float) -> float:
+    """The least cost of covering ``demand`` with fractional nodes (at most ``capacity`` of each column,
+    its rules dropped; a node counts for at most ``demand``, as one that alone covers it does in whole
+    nodes): a lower bound on any whole-node plan; infinite where the columns fall short."""
+    units = np.minimum(units, demand)
+    order = np.argsort(cost / units, kind="stable")
+    reach = np.cumsum(capacity[order] * units[order])
+    last = int(np.searchsorted(reach, demand - 1e-9))
+    if last >= len(order):
+        return math.inf
+    before = float(reach[last - 1]) if last else 0.0
+    whole = order[:last]
+    return float(cost[whole] @ capacity[whole]) + (demand - before) * float(cost[order[last]] / units[order[last]])

@@ -2,6 +2,7 @@
 when column generation stops early, and the rounding, repair, merge and neighbourhood search that
 large fleets use instead of one MIP."""
 
+import math
 import random
 from collections import defaultdict
 from dataclasses import replace
@@ -459,3 +460,29 @@ def test_plans_of_large_models_serve_by_priority_through_the_piecewise_service_s
     served = [sum(w.priority * (1 - sum(u.missing_replicas or 0 for u in result.unmet if u.workload == w.name)
                                 / w.demand_units) for w in workloads) for result in (small, large)]
     assert served[1] >= served[0] - 1e-6
+
+
+def test_best_single_type_skips_types_whose_fractional_bound_cannot_win_and_matches_one_mip_per_type():
+    rng = random.Random(5)
+    offers = [make_offer(provider=provider, gpu=gpu, instance_type=f"{gpu}-{count}", gpu_count=count,
+                         gpu_memory_gb=80.0, price_per_hour=round(rng.uniform(0.5, 3.0) * count, 2),
+                         available_nodes=rng.choice([None, 1, 2, 3]))
+              for provider in ("aws", "gcp") for gpu in ("H100", "A100-80GB", "L40S", "A10G") for count in (1, 4, 8)]
+    workloads = fleet(*[replicas(f"w{index}", rng.randint(1, 30)) for index in range(12)])
+    model = small_model(workloads, offers)
+    pruned, every = [], []
+    with mock.patch.object(optimizer, "_solve", wraps=optimizer._solve) as solves:
+        for index, workload in enumerate(workloads):
+            pruned.append(optimizer._best_single_type(workload, model.columns[index], model.table))
+        pruned_solves = solves.call_count
+        with mock.patch.object(optimizer, "_fractional_cover", return_value=0.0):  # bounds that prune nothing
+            for index, workload in enumerate(workloads):
+                every.append(optimizer._best_single_type(workload, model.columns[index], model.table))
+    assert pruned == every and all(gpu is not None for gpu, _ in pruned)
+    assert pruned_solves < (solves.call_count - pruned_solves) / 2
+    # One node of the 1.5-a-unit column covers 2 units, then two of the 2-a-unit one; never enough: inf.
+    import numpy as np
+
+    cover = optimizer._fractional_cover
+    assert cover(np.array([2.0, 3.0]), np.array([1.0, 2.0]), np.array([5.0, 1.0]), 4.0) == pytest.approx(7.0)
+    assert cover(np.array([2.0, 3.0]), np.array([1.0, 2.0]), np.array([5.0, 1.0]), 8.0) == math.inf
