@@ -437,17 +437,12 @@ class _Model:
         chosen.append(at[alone[flat.workload[at]]])
         for index in np.flatnonzero(~alone & (levels > 0)).tolist():
             span = self.span(index)
-            order = np.argsort(ratio[span])
-            nodes = self.upper[span][order]
-            reach = np.cumsum(nodes * units[span][order])
-            last = int(np.searchsorted(reach, levels[index]))
-            if last >= len(order):
+            covered = _fractional_cover(ratio[span], units[span], self.upper[span], levels[index])
+            if covered is None:
                 return _Priced(-math.inf, cover, np.zeros(0, dtype=np.int64))
-            before = reach[last - 1] if last else 0.0
-            cover[index] = float(ratio[span][order[last]])
-            total += float(ratio[span][order[:last]] * units[span][order[:last]] @ nodes[:last]) \
-                + (levels[index] - before) * cover[index]
-            chosen.append(order[:last + 1] + flat.offset[index])
+            cost, cover[index], used = covered
+            total += cost
+            chosen.append(used + flat.offset[index])
         return _Priced(float(total), cover, np.concatenate(chosen))
 
     def scarcity(self, cover: np.ndarray) -> np.ndarray:
@@ -1876,8 +1871,11 @@ def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> 
     bound is no lower than the best plan found (one MIP per type took 17 s for 100 workloads)."""
     codes = table.gpu[cols.supply]  # (codes follow the names' order)
     types = {table.gpu_names[code]: np.flatnonzero(codes == code) for code in np.unique(codes).tolist()}
-    bounds = {gpu: _fractional_cover(cols.cost[keep], cols.units[keep], table.capacity[cols.supply[keep]],
-                                     workload.demand_units) for gpu, keep in types.items()}
+    demand = workload.demand_units
+    units = np.minimum(cols.units, demand)  # a node counts for at most the demand, as in whole nodes
+    covers = {gpu: _fractional_cover(cols.cost[keep] / units[keep], units[keep], table.capacity[cols.supply[keep]],
+                                     demand) for gpu, keep in types.items()}
+    bounds = {gpu: math.inf if covered is None else covered[0] for gpu, covered in covers.items()}
     best: tuple[str | None, float | None] = (None, None)
     for gpu in sorted(types, key=lambda name: bounds[name]):  # (stable: by name among equal bounds)
         if not math.isfinite(bounds[gpu]) or best[1] is not None and bounds[gpu] >= best[1]:
@@ -1898,16 +1896,17 @@ def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> 
     return best
 
 
-def _fractional_cover(cost: np.ndarray, units: np.ndarray, capacity: np.ndarray, demand: float) -> float:
-    """The least cost of covering ``demand`` with fractional nodes (at most ``capacity`` of each column,
-    its rules dropped; a node counts for at most ``demand``, as one that alone covers it does in whole
-    nodes): a lower bound on any whole-node plan; infinite where the columns fall short."""
-    units = np.minimum(units, demand)
-    order = np.argsort(cost / units, kind="stable")
-    reach = np.cumsum(capacity[order] * units[order])
-    last = int(np.searchsorted(reach, demand - 1e-9))
+def _fractional_cover(ratio: np.ndarray, units: np.ndarray, nodes: np.ndarray, level: float
+                      ) -> tuple[float, float, np.ndarray] | None:
+    """The least cost of covering ``level`` units with fractional nodes, at most ``nodes`` of each column
+    and the cheapest ``ratio`` (cost per unit) first, rules dropped (a lower bound on any whole-node
+    cover); the ratio of the last column used (what one more unit costs), and the columns used. None
+    where the columns fall short."""
+    order = np.argsort(ratio)
+    reach = np.cumsum(nodes[order] * units[order])
+    last = int(np.searchsorted(reach, level))
     if last >= len(order):
-        return math.inf
+        return None
     before = float(reach[last - 1]) if last else 0.0
-    whole = order[:last]
-    return float(cost[whole] @ capacity[whole]) + (demand - before) * float(cost[order[last]] / units[order[last]])
+    whole, marginal = order[:last], float(ratio[order[last]])
+    return float(ratio[whole] * units[whole] @ nodes[whole]) + (level - before) * marginal, marginal, order[:last + 1]

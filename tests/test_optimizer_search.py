@@ -2,7 +2,6 @@
 when column generation stops early, and the rounding, repair, merge and neighbourhood search that
 large fleets use instead of one MIP."""
 
-import math
 import random
 from collections import defaultdict
 from dataclasses import replace
@@ -475,14 +474,15 @@ def test_best_single_type_skips_types_whose_fractional_bound_cannot_win_and_matc
         for index, workload in enumerate(workloads):
             pruned.append(optimizer._best_single_type(workload, model.columns[index], model.table))
         pruned_solves = solves.call_count
-        with mock.patch.object(optimizer, "_fractional_cover", return_value=0.0):  # bounds that prune nothing
+        with mock.patch.object(optimizer, "_fractional_cover", return_value=(0.0, 0.0, None)):  # prune nothing
             for index, workload in enumerate(workloads):
                 every.append(optimizer._best_single_type(workload, model.columns[index], model.table))
     assert pruned == every and all(gpu is not None for gpu, _ in pruned)
     assert pruned_solves < (solves.call_count - pruned_solves) / 2
-    # One node of the 1.5-a-unit column covers 2 units, then two of the 2-a-unit one; never enough: inf.
+    # One node of the 1.5-a-unit column covers 2 units, then two of the 2-a-unit one; never enough: None.
     import numpy as np
 
-    cover = optimizer._fractional_cover
-    assert cover(np.array([2.0, 3.0]), np.array([1.0, 2.0]), np.array([5.0, 1.0]), 4.0) == pytest.approx(7.0)
-    assert cover(np.array([2.0, 3.0]), np.array([1.0, 2.0]), np.array([5.0, 1.0]), 8.0) == math.inf
+    ratio, units, nodes = np.array([2.0, 1.5]), np.array([1.0, 2.0]), np.array([5.0, 1.0])
+    cost, marginal, used = optimizer._fractional_cover(ratio, units, nodes, 4.0)
+    assert (cost, marginal, used.tolist()) == (pytest.approx(7.0), 2.0, [1, 0])
+    assert optimizer._fractional_cover(ratio, units, nodes, 8.0) is None
