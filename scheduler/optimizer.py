@@ -23,9 +23,12 @@ from a MIP, or for large models a large-neighbourhood search of small exact MIPs
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -78,6 +81,9 @@ LAGRANGIAN_COLUMNS = 3_000_000  # in models with this many columns (generated or
 LAGRANGIAN_BELOW = 0.5  # rounds whose own bound is below this share of their LP's value also take the
 # Lagrangian's bound and columns (see generate_columns), as every model's last round does
 LAGRANGIAN_STEPS = 2  # alternations of capacity prices and cover duals per cost-stage round (see _Model.lagrangian)
+COVER_BRANCHES = 2_000  # most branches of _whole_node_cover before a MIP takes over
+COVER_DEPTH = 400  # ...and most columns deep
+EXPLAIN_THREADS = 2  # workloads explained at once (see _single_type_plans)
 
 
 @dataclass(frozen=True)
@@ -1744,6 +1750,7 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, options
     by_workload: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for (index, position), nodes in chosen.items():
         by_workload[index].append((position, nodes))
+    singles = _single_type_plans(workloads, columns, table) if options.explain else []
     for index, workload in enumerate(workloads):
         cols = columns[index]
         mine = sorted(by_workload.get(index, []))
@@ -1773,7 +1780,8 @@ def _assemble(workloads, table, builder, columns, model, chosen, result, options
             unmet.append(Unmet(workload.name, round(missing, 1) if workload.serves_tokens else None,
                                None if workload.serves_tokens else round(missing, 3), reason))
         if options.explain:
-            explanations.append(_explain(index, workload, cols, mine, workload_cost, table, builder, used_by_supply))
+            explanations.append(_explain(workload, cols, mine, workload_cost, table, builder, used_by_supply,
+                                         singles[index]))
     objective = sum(float(columns[index].weight[position]) * nodes
                     for (index, position), nodes in chosen.items()) if chosen else None
     lp_bound = solver.lp_bound
@@ -1809,7 +1817,15 @@ def _capacity_reason(workload, cols, table, used_by_supply) -> str:
     return "capacity of " + "; ".join(full)
 
 
-def _explain(index, workload, cols, mine, workload_cost, table, builder, used_by_supply) -> Explanation:
+def _single_type_plans(workloads: list[Workload], columns: list[Columns], table: SupplyTable
+                       ) -> list[tuple[str | None, float | None]]:
+    """Each workload's best single-GPU-type plan (_best_single_type), EXPLAIN_THREADS at once: most of
+    the time is HiGHS's, which releases the GIL."""
+    with ThreadPoolExecutor(EXPLAIN_THREADS, thread_name_prefix="gpu-supply-explain") as pool:
+        return list(pool.map(_best_single_type, workloads, columns, itertools.repeat(table)))
+
+
+def _explain(workload, cols, mine, workload_cost, table, builder, used_by_supply, single) -> Explanation:
     chosen_positions = {position for position, _ in mine}
     labels = tuple(f"{table.supplies[int(cols.supply[p])].label} x{nodes}" for p, nodes in mine)
     max_unit = max((float(cols.cost[p] / cols.units[p]) for p in chosen_positions), default=math.inf)
@@ -1833,7 +1849,7 @@ def _explain(index, workload, cols, mine, workload_cost, table, builder, used_by
     excluded = _cheapest_policy_excluded(workload, builder, max_unit)
     if excluded is not None and excluded[1] < rejected_unit:
         rejected, because = excluded[0], f"excluded by {excluded[2]}"
-    single_gpu, single_cost = _best_single_type(workload, cols, table)
+    single_gpu, single_cost = single
     return Explanation(workload.name, labels, rejected, because, single_gpu,
                        None if single_cost is None else round(single_cost, 2),
                        None if single_cost is None or not mine else round(single_cost - workload_cost, 2))
@@ -1866,33 +1882,118 @@ def _cheapest_policy_excluded(workload, builder, max_unit) -> tuple[str, float, 
 
 
 def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> tuple[str | None, float | None]:
-    """Cheapest plan for this workload alone on one GPU type, with its own policies and full capacities:
-    a small MIP per type, tried in the order of their fractional bounds, and none for a type whose
-    bound is no lower than the best plan found (one MIP per type took 17 s for 100 workloads)."""
+    """Cheapest plan for this workload alone on one GPU type, with its own policies and full capacities,
+    tried in the order of the types' fractional bounds, and none for a type whose bound is no lower
+    than the best plan found. Without an on-demand share, a branch and bound over whole nodes
+    (_rule_free_cover); with one, or where that runs long, a small MIP (about 5 ms each, HiGHS's own
+    start-up: 1,000 workloads took 17 s to explain with MIPs alone)."""
     codes = table.gpu[cols.supply]  # (codes follow the names' order)
     types = {table.gpu_names[code]: np.flatnonzero(codes == code) for code in np.unique(codes).tolist()}
     demand = workload.demand_units
     units = np.minimum(cols.units, demand)  # a node counts for at most the demand, as in whole nodes
-    covers = {gpu: _fractional_cover(cols.cost[keep] / units[keep], units[keep], table.capacity[cols.supply[keep]],
-                                     demand) for gpu, keep in types.items()}
+    capacity = table.capacity[cols.supply]
+    covers = {gpu: _fractional_cover(cols.cost[keep] / units[keep], units[keep], capacity[keep], demand)
+              for gpu, keep in types.items()}
     bounds = {gpu: math.inf if covered is None else covered[0] for gpu, covered in covers.items()}
     best: tuple[str | None, float | None] = (None, None)
     for gpu in sorted(types, key=lambda name: bounds[name]):  # (stable: by name among equal bounds)
         if not math.isfinite(bounds[gpu]) or best[1] is not None and bounds[gpu] >= best[1]:
             break
-        keep = types[gpu]
-        subset = Columns(0, cols.supply[keep], cols.units[keep], cols.replicas[keep], cols.tensor_parallel[keep],
-                         cols.cost[keep], cols.cost[keep], cols.spot[keep])
-        model = _Model([workload], table, [subset], [workload.demand_units])
-        for position in range(len(subset)):
-            model.add(0, position)
-        model.fix_served()
-        model.objective_cost()
-        model.set_integer(True)
-        result = _solve(model.model, mathopt.SolverType.HIGHS, mathopt.SolveParameters(
-            time_limit=timedelta(seconds=2), relative_gap_tolerance=1e-4, random_seed=0))
-        if result.feasible and (best[1] is None or result.objective < best[1]):
-            best = (gpu, result.objective)
+        cost = _best_for_type(workload, cols, types[gpu], table)
+        if cost is not None and (best[1] is None or cost < best[1]):
+            best = (gpu, cost)
+    return best
+
+
+def _best_for_type(workload: Workload, cols: Columns, keep: np.ndarray, table: SupplyTable) -> float | None:
+    """The workload's cheapest plan on these of its columns (one GPU type's) alone; None if none serves it."""
+    cost = None if workload.min_on_demand_share else _rule_free_cover(workload, cols, keep, table)
+    return _single_type_mip(workload, cols, keep, table) if cost is None else cost
+
+
+def _rule_free_cover(workload: Workload, cols: Columns, keep: np.ndarray, table: SupplyTable) -> float | None:
+    """The workload's cheapest plan on these of its columns alone, by _whole_node_cover: a spread over
+    k groups is the k cheapest groups each covering demand/k (the cover then follows). None where it
+    takes a MIP to tell."""
+    demand, spread = workload.demand_units, workload.spread.count
+    capacity = table.capacity[cols.supply[keep]]
+    if not spread:
+        return _whole_node_cover(cols.cost[keep], np.minimum(cols.units[keep], demand), capacity, demand)
+    groups = table.spread_groups(workload.spread)[cols.supply[keep]]
+    share = demand / spread
+    covers = []
+    for group in dict.fromkeys(groups.tolist()):
+        mine = groups == group
+        if float(np.minimum(cols.units[keep][mine], share) @ capacity[mine]) < share * (1 - 1e-9):
+            continue  # this group cannot carry its share
+        cover = _whole_node_cover(cols.cost[keep][mine], np.minimum(cols.units[keep][mine], share), capacity[mine],
+                                  share)
+        if cover is None:
+            return None
+        covers.append(cover)
+    return math.fsum(sorted(covers)[:spread]) if len(covers) >= spread else None
+
+
+def _single_type_mip(workload: Workload, cols: Columns, keep: np.ndarray, table: SupplyTable) -> float | None:
+    """The workload's cheapest plan on these of its columns alone, rules kept: a small MIP."""
+    subset = Columns(0, cols.supply[keep], cols.units[keep], cols.replicas[keep], cols.tensor_parallel[keep],
+                     cols.cost[keep], cols.cost[keep], cols.spot[keep])
+    model = _Model([workload], table, [subset], [workload.demand_units])
+    for position in range(len(subset)):
+        model.add(0, position)
+    model.fix_served()
+    model.objective_cost()
+    model.set_integer(True)
+    result = _solve(model.model, mathopt.SolverType.HIGHS, mathopt.SolveParameters(
+        time_limit=timedelta(seconds=2), relative_gap_tolerance=1e-4, random_seed=0))
+    return result.objective if result.feasible else None
+
+
+def _whole_node_cover(cost: np.ndarray, units: np.ndarray, nodes: np.ndarray, level: float,
+                      most_branches: int = COVER_BRANCHES) -> float | None:
+    """The least cost of whole nodes covering ``level`` units, at most ``nodes`` of each column (rules
+    dropped), exactly: depth first over the columns, cheapest per unit first, each taking as many
+    nodes as could help and then fewer, cut off where the fractional cover of what is left cannot
+    beat the best found (fewer nodes of a cheaper column only cost more from there). None where
+    the columns fall short, or the search takes more than ``most_branches`` branches."""
+    # Columns alike in cost and units (one node type in several regions) are one, with all their nodes:
+    # the search would otherwise try every way of splitting nodes between them.
+    (cost, units), alike = np.unique(np.stack([cost, units]), axis=1, return_inverse=True)
+    nodes = np.bincount(alike.ravel(), weights=nodes, minlength=len(cost))
+    nodes = np.minimum(nodes, np.ceil(level / units - 1e-9))  # more never helps (and capacity may be unbounded)
+    order = np.argsort(cost / units, kind="stable")
+    price, size, most = cost[order].tolist(), units[order].tolist(), nodes[order].tolist()
+    reach = [0.0, *np.cumsum(units[order] * nodes[order]).tolist()]  # units of the first j columns, all nodes
+    spend = [0.0, *np.cumsum(cost[order] * nodes[order]).tolist()]
+    slack = 1e-9 * level
+    best, branches = math.inf, 0
+
+    def fractional(first: int, short: float) -> float:
+        """Least cost of ``short`` units from the columns from ``first`` on, fractional nodes."""
+        target = reach[first] + short
+        end = bisect.bisect_left(reach, target - slack, lo=first + 1)
+        if end == len(reach):
+            return math.inf
+        return spend[end - 1] - spend[first] + (target - reach[end - 1]) * price[end - 1] / size[end - 1]
+
+    def search(first: int, short: float, paid: float) -> bool:  # False: out of branches
+        nonlocal best, branches
+        branches += 1
+        if branches > most_branches or first > COVER_DEPTH:  # (Python's own recursion limit is 1,000)
+            return False
+        for taken in range(int(min(most[first], math.ceil(short / size[first] - 1e-9))), -1, -1):
+            left, spent = short - taken * size[first], paid + taken * price[first]
+            if left <= slack:
+                best = min(best, spent)
+                continue
+            if first + 1 == len(price) or spent + fractional(first + 1, left) >= best * (1 - 1e-12):
+                break  # and with fewer nodes of this column, more of dearer ones
+            if not search(first + 1, left, spent):
+                return False
+        return True
+
+    if fractional(0, level) == math.inf or not search(0, level, 0.0):
+        return None
     return best
 
 

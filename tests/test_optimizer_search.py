@@ -461,24 +461,92 @@ def test_plans_of_large_models_serve_by_priority_through_the_piecewise_service_s
     assert served[1] >= served[0] - 1e-6
 
 
-def test_best_single_type_skips_types_whose_fractional_bound_cannot_win_and_matches_one_mip_per_type():
-    rng = random.Random(5)
-    offers = [make_offer(provider=provider, gpu=gpu, instance_type=f"{gpu}-{count}", gpu_count=count,
-                         gpu_memory_gb=80.0, price_per_hour=round(rng.uniform(0.5, 3.0) * count, 2),
-                         available_nodes=rng.choice([None, 1, 2, 3]))
-              for provider in ("aws", "gcp") for gpu in ("H100", "A100-80GB", "L40S", "A10G") for count in (1, 4, 8)]
-    workloads = fleet(*[replicas(f"w{index}", rng.randint(1, 30)) for index in range(12)])
+def single_type_fleet(seed: int):
+    """Offers of four GPU types, in three node sizes at two providers (some of them alike but for the
+    region), and twelve workloads, some with a spread or an on-demand share."""
+    rng = random.Random(seed)
+    offers = [make_offer(provider=provider, region=region, gpu=gpu, instance_type=f"{gpu}-{count}", gpu_count=count,
+                         gpu_memory_gb=80.0, price_per_hour=round(rng.uniform(0.5, 3.0) * count, 2) if region != "b"
+                         else price, available_nodes=rng.choice([None, 1, 2, 3]),
+                         pricing=rng.choice([PricingModel.ON_DEMAND, PricingModel.SPOT]))
+              for provider in ("aws", "gcp") for gpu in ("H100", "A100-80GB", "L40S", "A10G") for count in (1, 4, 8)
+              for region, price in (("a", None), ("b", 1.5 * count))]
+    specs = []
+    for index in range(12):
+        spec = replicas(f"w{index}", rng.randint(1, 30), spot="allowed")
+        if index % 4 == 1:
+            spec["spread"] = {"min_providers": 2}
+        if index % 4 == 2:
+            spec["min_on_demand_share"] = 0.5
+        specs.append(spec)
+    return fleet(*specs), offers
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_best_single_type_skips_types_whose_fractional_bound_cannot_win_and_matches_one_mip_per_type(seed):
+    workloads, offers = single_type_fleet(seed)
     model = small_model(workloads, offers)
     pruned, every = [], []
-    with mock.patch.object(optimizer, "_solve", wraps=optimizer._solve) as solves:
+    with mock.patch.object(optimizer, "_best_for_type", wraps=optimizer._best_for_type) as tries:
         for index, workload in enumerate(workloads):
             pruned.append(optimizer._best_single_type(workload, model.columns[index], model.table))
-        pruned_solves = solves.call_count
+        pruned_tries = tries.call_count
         with mock.patch.object(optimizer, "_fractional_cover", return_value=(0.0, 0.0, None)):  # prune nothing
             for index, workload in enumerate(workloads):
                 every.append(optimizer._best_single_type(workload, model.columns[index], model.table))
     assert pruned == every and all(gpu is not None for gpu, _ in pruned)
-    assert pruned_solves < (solves.call_count - pruned_solves) / 2
+    assert pruned_tries < (tries.call_count - pruned_tries) / 2
+    # The branch and bound, spreads included, agrees with a MIP per type.
+    with mock.patch.object(optimizer, "_rule_free_cover", return_value=None):
+        by_mip = [optimizer._best_single_type(workload, model.columns[index], model.table)
+                  for index, workload in enumerate(workloads)]
+    assert [gpu for gpu, _ in by_mip] == [gpu for gpu, _ in pruned]
+    assert [cost for _, cost in by_mip] == pytest.approx([cost for _, cost in pruned], rel=1e-4)
+
+
+def test_whole_node_cover_is_exact_against_a_mip_and_gives_up_past_its_branches():
+    import math
+
+    import numpy as np
+
+    def by_mip(cost, units, nodes, level):
+        from ortools.math_opt.python import mathopt
+
+        model = mathopt.Model()
+        counts = [model.add_integer_variable(lb=0, ub=float(min(n, math.ceil(level / u))))
+                  for u, n in zip(units, nodes)]
+        model.add_linear_constraint(sum(float(u) * x for u, x in zip(units, counts)) >= level)
+        model.minimize(sum(float(c) * x for c, x in zip(cost, counts)))
+        result = mathopt.solve(model, mathopt.SolverType.HIGHS,
+                               params=mathopt.SolveParameters(relative_gap_tolerance=0, absolute_gap_tolerance=1e-9))
+        return result.objective_value() if result.termination.reason == mathopt.TerminationReason.OPTIMAL else None
+
+    rng = random.Random(2)
+    checked = 0
+    for _ in range(150):
+        units = np.array([rng.choice([1, 2, 4, 8]) * rng.choice([1.0, rng.uniform(0.5, 3)])
+                          for _ in range(rng.randint(1, 12))])
+        cost = units * np.array([rng.choice([1.0, rng.uniform(0.8, 1.5), 0.0]) for _ in units])  # ties, free nodes
+        nodes = np.array([rng.choice([1, 2, 3, 50, math.inf]) for _ in units])
+        level = rng.uniform(0.5, 40)
+        units = np.minimum(units, level)
+        found = optimizer._whole_node_cover(cost, units, nodes, level)
+        if found is not None or by_mip(cost, units, nodes, level) is None:
+            expected = by_mip(cost, units, nodes, level)
+            assert (found is None) == (expected is None)
+            assert found is None or found == pytest.approx(expected, rel=1e-9, abs=1e-9)
+            checked += 1
+    assert checked >= 140  # (the rest ran past the branch limit)
+    # For 4 units, 2 nodes of 2 units (4.4) beat the cheaper-per-unit 3-unit column (6.0 for 2, 5.2 with one of 2).
+    assert optimizer._whole_node_cover(np.array([3.0, 2.2]), np.array([3.0, 2.0]), np.array([5.0, 5.0]), 4.0) \
+        == pytest.approx(4.4)
+    assert optimizer._whole_node_cover(np.array([1.0]), np.array([2.0]), np.array([2.0]), 5.0) is None  # too few
+    sizes = np.arange(1.0, 7.0) / 7  # all alike per unit: nothing is cut off, so every split is tried
+    assert optimizer._whole_node_cover(sizes, sizes, np.ones(6), 2.05) == pytest.approx(15 / 7)
+    assert optimizer._whole_node_cover(sizes, sizes, np.ones(6), 2.05, most_branches=5) is None
+
+
+def test_fractional_cover_fills_cheapest_per_unit_first():
     # One node of the 1.5-a-unit column covers 2 units, then two of the 2-a-unit one; never enough: None.
     import numpy as np
 
