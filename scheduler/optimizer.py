@@ -1909,30 +1909,29 @@ def _best_single_type(workload: Workload, cols: Columns, table: SupplyTable) -> 
 def _best_for_type(workload: Workload, cols: Columns, keep: np.ndarray, table: SupplyTable) -> float | None:
     """The workload's cheapest plan on these of its columns (one GPU type's) alone; None if none serves it."""
     cost = None if workload.min_on_demand_share else _rule_free_cover(workload, cols, keep, table)
-    return _single_type_mip(workload, cols, keep, table) if cost is None else cost
+    if cost is None:
+        return _single_type_mip(workload, cols, keep, table)
+    return cost if math.isfinite(cost) else None
 
 
 def _rule_free_cover(workload: Workload, cols: Columns, keep: np.ndarray, table: SupplyTable) -> float | None:
     """The workload's cheapest plan on these of its columns alone, by _whole_node_cover: a spread over
-    k groups is the k cheapest groups each covering demand/k (the cover then follows). None where it
-    takes a MIP to tell."""
+    k groups is the k cheapest groups each covering demand/k (the cover then follows). Infinite where
+    none serves it; None where it takes a MIP to tell."""
     demand, spread = workload.demand_units, workload.spread.count
-    capacity = table.capacity[cols.supply[keep]]
+    cost, units, capacity = cols.cost[keep], cols.units[keep], table.capacity[cols.supply[keep]]
     if not spread:
-        return _whole_node_cover(cols.cost[keep], np.minimum(cols.units[keep], demand), capacity, demand)
+        return _whole_node_cover(cost, np.minimum(units, demand), capacity, demand)
     groups = table.spread_groups(workload.spread)[cols.supply[keep]]
     share = demand / spread
     covers = []
     for group in dict.fromkeys(groups.tolist()):
         mine = groups == group
-        if float(np.minimum(cols.units[keep][mine], share) @ capacity[mine]) < share * (1 - 1e-9):
-            continue  # this group cannot carry its share
-        cover = _whole_node_cover(cols.cost[keep][mine], np.minimum(cols.units[keep][mine], share), capacity[mine],
-                                  share)
+        cover = _whole_node_cover(cost[mine], np.minimum(units[mine], share), capacity[mine], share)
         if cover is None:
             return None
         covers.append(cover)
-    return math.fsum(sorted(covers)[:spread]) if len(covers) >= spread else None
+    return math.fsum(sorted(covers)[:spread]) if len(covers) >= spread else math.inf
 
 
 def _single_type_mip(workload: Workload, cols: Columns, keep: np.ndarray, table: SupplyTable) -> float | None:
@@ -1955,8 +1954,8 @@ def _whole_node_cover(cost: np.ndarray, units: np.ndarray, nodes: np.ndarray, le
     """The least cost of whole nodes covering ``level`` units, at most ``nodes`` of each column (rules
     dropped), exactly: depth first over the columns, cheapest per unit first, each taking as many
     nodes as could help and then fewer, cut off where the fractional cover of what is left cannot
-    beat the best found (fewer nodes of a cheaper column only cost more from there). None where
-    the columns fall short, or the search takes more than ``most_branches`` branches."""
+    beat the best found (fewer nodes of a cheaper column only cost more from there). Infinite where
+    the columns fall short; None where the search takes more than ``most_branches`` branches."""
     # Columns alike in cost and units (one node type in several regions) are one, with all their nodes:
     # the search would otherwise try every way of splitting nodes between them.
     (cost, units), alike = np.unique(np.stack([cost, units]), axis=1, return_inverse=True)
@@ -1993,9 +1992,9 @@ def _whole_node_cover(cost: np.ndarray, units: np.ndarray, nodes: np.ndarray, le
                 return False
         return True
 
-    if fractional(0, level) == math.inf or not search(0, level, 0.0):
-        return None
-    return best
+    if fractional(0, level) == math.inf:
+        return math.inf
+    return best if search(0, level, 0.0) else None
 
 
 def _fractional_cover(ratio: np.ndarray, units: np.ndarray, nodes: np.ndarray, level: float
