@@ -306,6 +306,27 @@ def test_an_lp_the_dual_simplex_fails_on_is_solved_by_the_primal():
     assert "lp-failed" in result.solver.stages
 
 
+def test_large_lps_are_solved_unscaled_first_and_scaled_where_that_fails():
+    real, attempts = optimizer._solve, []
+
+    def unscaled_fails(program, solver, params, hint=None):
+        if not any(variable.integer for variable in program.variables):
+            unscaled = params.highs.int_options.get("simplex_scale_strategy") == optimizer.UNSCALED
+            attempts.append(unscaled)
+            if unscaled and len(attempts) == 1:
+                raise RuntimeError("HighsStatus: kError [INTERNAL]")
+        return real(program, solver, params, hint)
+
+    workloads, offers = contested_fleet()
+    expected = plan(workloads, offers)
+    with mock.patch.object(optimizer, "UNSCALED_COLUMNS", 0), mock.patch.object(optimizer, "_solve", unscaled_fails):
+        result = plan(workloads, offers)
+    assert attempts[:3] == [True, False, True] and all(attempts[2:])  # the failed LP retried scaled, then on
+    assert result.total_cost == pytest.approx(expected.total_cost) and result.solver.lp_exact
+    assert result.solver.lp_bound == pytest.approx(expected.solver.lp_bound)
+    assert result.solver.stages.count("lp-failed") == 1
+
+
 def test_top_up_serves_more_from_free_nodes_by_priority_and_spread_workloads_only_whole():
     offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=4)]
     workloads = fleet(replicas("low", 3, priority=1), replicas("high", 2, priority=5),
