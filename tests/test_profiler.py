@@ -30,6 +30,18 @@ def test_profile_rows_land_in_the_table_the_optimizer_reads(tmp_path, requested,
     assert len(loaded) == 5 and loaded[0].model == "tiny-llama" and loaded[0].decode_tokens_per_s > 0
 
 
+def test_eager_decode_is_timed_from_the_fastest_runs_and_never_below_zero(monkeypatch):
+    from gpu_supply.errors import UserError
+
+    monkeypatch.setattr(engine, "timed", lambda device, work: (work(), 0.01)[1])  # decode looks free
+    with pytest.raises(UserError, match=r"output-tokens: decode of 3 tokens is too short to time"):
+        list(profiler.profile(tiny_request(engine="eager", batches=(1,), input_tokens=(8,))))
+    slow = iter([0.5, 0.03] + [0.02, 0.03] * 10)  # one interfered prefill run: the fastest counts
+    monkeypatch.setattr(engine, "timed", lambda device, work: (work(), next(slow))[1])
+    (row,) = profiler.profile(tiny_request(engine="eager", batches=(1,), input_tokens=(8,)))
+    assert row["tpot_ms"] == pytest.approx(10 / 3, abs=1e-3) and row["prefill_tokens_per_s"] == pytest.approx(400)
+
+
 def test_python_m_entry_point_appends_rows(tmp_path, capsys):
     out = tmp_path / "p.csv"
     code = profiler.main(["--model", "tiny-llama", "--device", "cpu", "--batch", "1", "--input-tokens", "8",
