@@ -666,12 +666,12 @@ class _Solver:
         simplex solves, so a failure is retried with that once. Large LPs are first solved unscaled
         (see UNSCALED_COLUMNS), and retried scaled where that fails."""
         model.set_integer(False)
-        attempts = [(None, UNSCALED)] if len(model.x) >= UNSCALED_COLUMNS else []
-        for algorithm, scaling in [*attempts, (None, None), (mathopt.LPAlgorithm.PRIMAL_SIMPLEX, None)]:
+        first = [(None, True)] if len(model.x) >= UNSCALED_COLUMNS else []
+        for algorithm, unscaled in [*first, (None, False), (mathopt.LPAlgorithm.PRIMAL_SIMPLEX, False)]:
             params = self.params(mathopt.SolverType.HIGHS)
             params.lp_algorithm = algorithm
-            if scaling is not None:
-                params.highs.int_options["simplex_scale_strategy"] = scaling
+            if unscaled:
+                params.highs.int_options["simplex_scale_strategy"] = UNSCALED
             try:
                 return _solve(model.model, mathopt.SolverType.HIGHS, params)
             except Exception:  # noqa: BLE001 - HiGHS internal errors surface as StatusNotOk or, through an

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from gpu_supply import gpus
 from gpu_supply.errors import UserError
@@ -39,7 +39,7 @@ EXTRA_COLUMNS = ("kv_bytes_per_token", "copy_bandwidth_tbps", "roofline_decode_t
 # Prompts per prefill measurement: enough tokens to fill the GPU, bounded so the mask stays small.
 PREFILL_TOKENS = 8192
 REPEATS = 3
-EAGER_ROUNDS = 5  # most rounds of REPEATS runs timing eager decode (see _eager_points)
+DECODE_ROUNDS = 5  # most rounds of REPEATS runs timing decode as a difference (see _decode_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,20 +232,10 @@ def _eager_points(request: ProfileRequest, arch: engine.ModelArch, device: Any, 
                                    pad_token_id=0)
 
             run(2)
-            # Decode is the difference of two timings, each the fastest of its runs (interleaved, so both
-            # see the same machine): interference only adds time, and for small models the medians' noise
-            # exceeded the difference, even below 0. More runs where it still is.
-            prefill_seconds = total = math.inf
-            for _ in range(EAGER_ROUNDS):
-                for _ in range(REPEATS):
-                    prefill_seconds = min(prefill_seconds, engine.timed(device, lambda: run(1)))
-                    total = min(total, engine.timed(device, lambda: run(request.output_tokens)))
-                if total > prefill_seconds:
-                    break
-            if total <= prefill_seconds:
-                raise UserError("output-tokens", f"decode of {request.output_tokens - 1} tokens is too short to "
-                                "time against the prefill", "ask for more --output-tokens")
-            yield batch, length, batch * length / prefill_seconds, total - prefill_seconds
+            prefill_seconds, decode_seconds = _decode_seconds(
+                lambda: engine.timed(device, lambda: run(1)),
+                lambda: engine.timed(device, lambda: run(request.output_tokens)), request.output_tokens)
+            yield batch, length, batch * length / prefill_seconds, decode_seconds
 
 
 def _vllm_points(request: ProfileRequest, arch: engine.ModelArch, device: Any, max_len: int):
@@ -259,20 +249,39 @@ def _vllm_points(request: ProfileRequest, arch: engine.ModelArch, device: Any, m
     decoder = vllm_engine.VllmDecoder(arch, request.dtype, range(gpu, gpu + 1),
                                       max(*request.batches, *prefill_batches.values()), max_len)
 
-    def seconds(batch: int, length: int, new_tokens: int) -> float:
-        def once() -> float:
-            prompts = _prompts(generator, batch, length, arch.vocab)
-            return engine.timed(device, lambda: decoder.generate(prompts, new_tokens, exact=True))
+    def once(batch: int, length: int, new_tokens: int) -> float:
+        prompts = _prompts(generator, batch, length, arch.vocab)
+        return engine.timed(device, lambda: decoder.generate(prompts, new_tokens, exact=True))
 
-        once()  # warm-up
-        return statistics.median(once() for _ in range(REPEATS))
+    def seconds(batch: int, length: int, new_tokens: int) -> float:
+        once(batch, length, new_tokens)  # warm-up
+        return statistics.median(once(batch, length, new_tokens) for _ in range(REPEATS))
 
     for length in request.input_tokens:
         prefill_batch = prefill_batches[length]
         prefill_tps = prefill_batch * length / seconds(prefill_batch, length, 1)
         for batch in sorted(request.batches):
-            decode_seconds = seconds(batch, length, request.output_tokens) - seconds(batch, length, 1)
-            yield batch, length, prefill_tps, max(decode_seconds, 1e-9)
+            once(batch, length, 1), once(batch, length, request.output_tokens)  # warm-up
+            _, decode_seconds = _decode_seconds(lambda: once(batch, length, 1),
+                                                lambda: once(batch, length, request.output_tokens),
+                                                request.output_tokens)
+            yield batch, length, prefill_tps, decode_seconds
+
+
+def _decode_seconds(one_token: Callable[[], float], full: Callable[[], float], output_tokens: int
+                    ) -> tuple[float, float]:
+    """Seconds of a one-token generation and of the decode steps after it, for engines timed only as
+    whole generations: the fastest full run less the fastest one-token run, interleaved so both see
+    the same machine (interference only adds time; for small models the difference of medians was
+    below its noise, even below 0), with more rounds of runs where it is not yet positive."""
+    first = total = math.inf
+    for _ in range(DECODE_ROUNDS):
+        for _ in range(REPEATS):
+            first, total = min(first, one_token()), min(total, full())
+        if total > first:
+            return first, total - first
+    raise UserError("output-tokens", f"decode of {output_tokens - 1} tokens is too short to time against the "
+                    "prefill", "ask for more --output-tokens")
 
 
 def append_profiles(path: Path, rows: list[dict[str, Any]]) -> None:
