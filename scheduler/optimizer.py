@@ -58,7 +58,10 @@ LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve)
 LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 MERGE_SECONDS = 2.0  # most seconds for merging the service-stage plan with the rounded LP (see _merge)
-MERGE_RESERVE = 0.1  # share of the time limit (at most MERGE_SECONDS) rounding and repair leave the merge
+FINISH_RESERVE = (0.1, 6.0)  # share of the time limit (at most so many seconds) rounding and repair leave
+# the merge, or the service MIP over the workloads still short (see _serve_short)
+SHORT_SHARE = 0.5  # ...of which that service MIP may take this share of the time left, and its cost MIP
+# the same share of what is then left (the rest bounds the cost at the new levels, see _held_at)
 COMPLETION_SWEEPS = 3  # passes completing the workloads a rounding left short from nodes freed after them
 DISPLACE_DEPTH = 3  # chains of workloads displaced to their fallback nodes, at most this long (see _Rounding)
 ROUNDING_PASSES = 4  # roundings of the cost LP, each letting those the last left short pick first
@@ -643,7 +646,7 @@ class _Solver:
         # The capacity prices of the best cost-stage round's Lagrangian bound: they bound the cost at
         # any levels (see _Model.priced), where an LP that has not converged gives no bound of its own.
         self.capacity_prices: np.ndarray | None = None
-        self.merge_reserve = min(MERGE_SECONDS, MERGE_RESERVE * options.time_limit_s)
+        self.finish_reserve = min(FINISH_RESERVE[1], FINISH_RESERVE[0] * options.time_limit_s)
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
         left = self.deadline - time.monotonic()
@@ -932,7 +935,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     large = len(model.x) > LNS_ABOVE_COLUMNS  # improved piecewise rather than by one MIP
     rounded = latest = _round_lp(model, lp, incumbent, spread_first=large)
     passes = [latest]
-    reserve = time.monotonic() - started + solver.merge_reserve  # another pass, and then the merge
+    reserve = time.monotonic() - started + solver.finish_reserve  # another pass, and then the merge
     first: tuple[int, ...] = ()
     for _ in range(ROUNDING_PASSES - 1):  # workloads a pass left short go first in the next
         short = _short(model, latest)
@@ -945,7 +948,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     if large:  # each pass offers the repair and the merge what it completed
         repaired = _repair(solver, model, rounded, incumbent, passes)
         # The nodes the repaired plan leaves free may serve others more (and more than those it left short lack).
-        topped = _top_up(model, repaired, model.targets)
+        topped = _serve_short(solver, model, repaired, _top_up(model, repaired, model.targets))
         gain = _score(model, topped, model.targets)[0] - _score(model, incumbent, model.targets)[0] if topped else -1
         if gain > 1e-6 or (gain >= -1e-6 and _short(model, repaired)):  # (the repair traded service)
             incumbent = _held_at(solver, model, topped)
@@ -1033,15 +1036,17 @@ class _Neighbourhoods:
         self.resolve(chunk, serve=True, most=min(LNS_SECONDS, seconds))
         return chunk
 
-    def resolve(self, chunk: list[int], most: float = LNS_SECONDS, serve: bool = False) -> bool:
-        """Re-solve these workloads together at their service levels, for the least cost, or with
-        ``serve``, for the most priority-weighted service (each up to its target; whatever it
-        costs); whether their nodes changed for the better."""
+    def resolve(self, chunk: list[int], most: float = LNS_SECONDS, serve: bool = False,
+                levels: list[float] | None = None) -> bool:
+        """Re-solve these workloads together at their service levels (or ``levels``), for the least
+        cost, or with ``serve``, for the most priority-weighted service (each up to its target;
+        whatever it costs); whether their nodes changed for the better."""
         model = self.model
         left = model.table.capacity.copy()
         for supply, held in self.holders.items():
             left[supply] -= sum(nodes for index, nodes in held.items() if index not in chunk)
-        levels = [model.targets[index] if serve else model.level(index) for index in chunk]
+        if levels is None:
+            levels = [model.targets[index] if serve else model.level(index) for index in chunk]
         part = _Model([model.workloads[i] for i in chunk], model.table, [model.columns[i] for i in chunk],
                       levels, capacity=left)
         if not serve:
@@ -1099,10 +1104,10 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
-            if not solver.time_left(solver.merge_reserve) or not search.short(index):
+            if not solver.time_left(solver.finish_reserve) or not search.short(index):
                 break
             search.resolve(search.around(index, size),
-                           most=min(seconds, solver.deadline - time.monotonic() - solver.merge_reserve))
+                           most=min(seconds, solver.deadline - time.monotonic() - solver.finish_reserve))
     repaired = search.assignment
     short = _short(model, repaired)
     if not short:
@@ -1110,7 +1115,7 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
     rounding = _Rounding.of(model, repaired)
     fallback_nodes, others = _by_workload(fallback), [_by_workload(plan) for plan in alternatives]
     for index in short:
-        if not solver.time_left(solver.merge_reserve):
+        if not solver.time_left(solver.finish_reserve):
             break
         complete = [mine[index] for mine in others if _covers(model, index, mine[index])]
         for nodes in sorted(complete, key=lambda nodes: _cost(model, index, nodes)) + [fallback_nodes[index]]:
@@ -1555,6 +1560,29 @@ class _Rounding:
             return bool(nodes_by_column)
         self.release(index)
         return False
+
+
+def _serve_short(solver: _Solver, model: _Model, plan: dict[tuple[int, int], int],
+                 topped: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """The workloads ``plan`` serves below what they could get alone, re-solved together within the
+    capacity the others leave, from their nodes in ``topped`` (``plan`` topped up): for the most
+    priority-weighted service, then for the least cost at the service each then gets. Topping up
+    one workload at a time gives a high-priority workload the nodes a lower one could use where it
+    has no others; the MIP shares the free nodes out. At 5,000 workloads with tight supply it
+    served 357 to 423 priority units more than the top-up (which served 94 more than ``plan``), at
+    less cost; with roomy supply 4 to 5 more; at tight 1,000, 20 more (4.4) where it had the time."""
+    covered = _covered(model, plan)
+    below = _by_priority(model, [index for index in range(len(model.workloads))
+                                 if covered[index] < model.targets[index] - 1e-6])
+    if not below or not solver.time_left():
+        return topped
+    search = _Neighbourhoods(solver, model, topped)
+    search.resolve(below, most=SHORT_SHARE * (solver.deadline - time.monotonic()), serve=True)
+    covered = _covered(model, search.assignment)
+    if solver.time_left():
+        search.resolve(below, most=SHORT_SHARE * (solver.deadline - time.monotonic()),
+                       levels=[min(covered[index], model.targets[index]) for index in below])
+    return search.assignment
 
 
 def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:

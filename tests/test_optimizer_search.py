@@ -337,6 +337,23 @@ def test_top_up_serves_more_from_free_nodes_by_priority_and_spread_workloads_onl
     assert topped == {(1, 0): 2, (0, 0): 2}
 
 
+def test_workloads_still_short_share_the_free_nodes_for_the_most_service_then_the_least_cost():
+    # "hi" (priority 5) may use a (price 1), c (5) or b (9); "lo" (priority 1) only a; one node each,
+    # both unserved. Topping up by priority gives hi the cheapest, a, and leaves lo nothing (service 5).
+    # Re-solved together, lo takes a and hi the cheaper of the others, c (service 6, cost 6).
+    offers = [make_offer(region=region, instance_type=f"t{region}", gpu_count=1, price_per_hour=price,
+                         available_nodes=1) for region, price in (("a", 1.0), ("b", 9.0), ("c", 5.0))]
+    workloads = fleet(replicas("hi", 1, priority=5, regions={"names": ["a", "b", "c"]}),
+                      replicas("lo", 1, priority=1, regions={"names": ["a"]}))
+    model = small_model(workloads, offers, fixed=False)
+    solver = optimizer._Solver(PlanOptions(), len(workloads))
+    topped = optimizer._top_up(model, {}, model.targets)
+    assert topped == {(0, column_in(model, 0, "a")): 1}
+    shared = optimizer._serve_short(solver, model, {}, topped)
+    assert shared == {(0, column_in(model, 0, "c")): 1, (1, column_in(model, 1, "a")): 1}
+    assert optimizer._serve_short(solver, model, shared, shared) == shared  # no one short: unchanged
+
+
 def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that_came_down():
     # The cost LP at levels 2 and 2: 3 cheap nodes and one dear, 7. a at 1 and b at 4: at least what
     # a at 1 and b at 2 costs, 3 (a's level priced at its reduced cost, 4 a replica).
