@@ -1041,10 +1041,10 @@ class _Neighbourhoods:
         """Re-solve these workloads together at their service levels (or ``levels``), for the least
         cost, or with ``serve``, for the most priority-weighted service (each up to its target;
         whatever it costs); whether their nodes changed for the better."""
-        model = self.model
+        model, members = self.model, set(chunk)
         left = model.table.capacity.copy()
         for supply, held in self.holders.items():
-            left[supply] -= sum(nodes for index, nodes in held.items() if index not in chunk)
+            left[supply] -= sum(nodes for index, nodes in held.items() if index not in members)
         if levels is None:
             levels = [model.targets[index] if serve else model.level(index) for index in chunk]
         part = _Model([model.workloads[i] for i in chunk], model.table, [model.columns[i] for i in chunk],
