@@ -48,7 +48,7 @@ from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.4  # share of the time limit column generation may take before rounding
-COST_PRICING_BUDGET = 0.5  # ...and of the time then left, once service is decided
+COST_PRICING_BUDGET = 0.4  # ...and of the time then left, once service is decided
 PRICING_GAP = 2e-3  # the service stage's column generation stops once a round adds less than this share to
 # its LP's service (the whole-node service MIP and top-up decide the last fraction)
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
@@ -58,6 +58,9 @@ LNS_ABOVE_COLUMNS = 5_000  # larger models are improved piecewise (see _improve)
 LNS_WORKLOADS = 40  # workloads re-solved together per neighbourhood
 LNS_SECONDS = 1.0  # most seconds per neighbourhood MIP
 MERGE_SECONDS = 2.0  # most seconds for merging the service-stage plan with the rounded LP (see _merge)
+RECOST_ABOVE = 0.01  # a top-up adding more than this share to the plan's cost is re-costed (see _recost)
+RECOST_LEAD = 3.0  # ...for which the rounding passes and repair before it leave this many times an LP and a
+# rounding (and the re-cost starts where one of each is left before the finish reserve)
 FINISH_RESERVE = (0.1, 6.0)  # share of the time limit (at most so many seconds) rounding and repair leave
 # the merge, or the service MIP over the workloads still short (see _serve_short)
 SHORT_SHARE = 0.5  # ...of which that service MIP may take this share of the time left, and its cost MIP
@@ -646,6 +649,7 @@ class _Solver:
         # The capacity prices of the best cost-stage round's Lagrangian bound: they bound the cost at
         # any levels (see _Model.priced), where an LP that has not converged gives no bound of its own.
         self.capacity_prices: np.ndarray | None = None
+        self.lp_seconds = 0.0  # how long the last LP took
         self.finish_reserve = min(FINISH_RESERVE[1], FINISH_RESERVE[0] * options.time_limit_s)
 
     def remaining(self, share: float = 1.0, most: float = math.inf) -> timedelta:
@@ -675,11 +679,15 @@ class _Solver:
             params.lp_algorithm = algorithm
             if unscaled:
                 params.highs.int_options["simplex_scale_strategy"] = UNSCALED
+            started = time.monotonic()
             try:
-                return _solve(model.model, mathopt.SolverType.HIGHS, params)
+                result = _solve(model.model, mathopt.SolverType.HIGHS, params)
             except Exception:  # noqa: BLE001 - HiGHS internal errors surface as StatusNotOk or, through an
                 # OR-Tools wrapper bug, AttributeError
                 self.stages.append("lp-failed")
+                continue
+            self.lp_seconds = time.monotonic() - started
+            return result
         return None
 
     def mip(self, model: _Model, hint: dict[_Variable, float], share: float = 1.0,
@@ -935,7 +943,10 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     large = len(model.x) > LNS_ABOVE_COLUMNS  # improved piecewise rather than by one MIP
     rounded = latest = _round_lp(model, lp, incumbent, spread_first=large)
     passes = [latest]
-    reserve = time.monotonic() - started + solver.finish_reserve  # another pass, and then the merge
+    rounding_seconds = time.monotonic() - started
+    recosting = solver.lp_seconds + rounding_seconds if large else 0.0  # a re-cost starts with an LP and a rounding
+    leave = solver.finish_reserve + RECOST_LEAD * recosting  # for what follows the passes and the repair
+    reserve = rounding_seconds + leave  # another pass, and then that
     first: tuple[int, ...] = ()
     for _ in range(ROUNDING_PASSES - 1):  # workloads a pass left short go first in the next
         short = _short(model, latest)
@@ -946,9 +957,12 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         passes.append(latest)
         rounded = _best_of(model, rounded, latest)
     if large:  # each pass offers the repair and the merge what it completed
-        repaired = _repair(solver, model, rounded, incumbent, passes)
+        repaired = _repair(solver, model, rounded, incumbent, passes, leave)
         # The nodes the repaired plan leaves free may serve others more (and more than those it left short lack).
-        topped = _serve_short(solver, model, repaired, _top_up(model, repaired, model.targets))
+        topped = _top_up(model, repaired, model.targets)
+        if _dear_raise(model, incumbent, repaired, topped) and solver.time_left(solver.finish_reserve + recosting):
+            model, lp, repaired, topped = _recost(solver, model, lp, repaired, topped)
+        topped = _serve_short(solver, model, repaired, topped)
         gain = _score(model, topped, model.targets)[0] - _score(model, incumbent, model.targets)[0] if topped else -1
         if gain > 1e-6 or (gain >= -1e-6 and _short(model, repaired)):  # (the repair traded service)
             incumbent = _held_at(solver, model, topped)
@@ -1091,8 +1105,8 @@ class _Neighbourhoods:
 
 
 def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
-            fallback: dict[tuple[int, int], int], alternatives: list[dict[tuple[int, int], int]]
-            ) -> dict[tuple[int, int], int]:
+            fallback: dict[tuple[int, int], int], alternatives: list[dict[tuple[int, int], int]],
+            reserve: float | None = None) -> dict[tuple[int, int], int]:
     """The rounded LP with the workloads it left short of their service level completed, each re-solved
     with the workloads holding the full supplies of its columns, those holding theirs, and so on
     (the rounding is close to the LP's cost; the service-stage plan it would otherwise lose to rarely
@@ -1100,14 +1114,15 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
     still short then take their nodes in one of the ``alternatives`` that serves them (cheapest
     first), or in ``fallback`` (a plan that serves everyone), those they displace making up from
     free nodes (see _Rounding.displace). Last, those still short trade service with their
-    neighbourhoods until the plan serves as much priority-weighted demand as ``fallback``."""
+    neighbourhoods until the plan serves as much priority-weighted demand as ``fallback``. The first
+    two leave ``reserve`` seconds (default: the finish reserve)."""
+    reserve = solver.finish_reserve if reserve is None else reserve
     search = _Neighbourhoods(solver, model, rounded)
     for index in _short(model, rounded):
         for size, seconds in REPAIR_STEPS:
-            if not solver.time_left(solver.finish_reserve) or not search.short(index):
+            if not solver.time_left(reserve) or not search.short(index):
                 break
-            search.resolve(search.around(index, size),
-                           most=min(seconds, solver.deadline - time.monotonic() - solver.finish_reserve))
+            search.resolve(search.around(index, size), most=min(seconds, solver.deadline - time.monotonic() - reserve))
     repaired = search.assignment
     short = _short(model, repaired)
     if not short:
@@ -1115,7 +1130,7 @@ def _repair(solver: _Solver, model: _Model, rounded: dict[tuple[int, int], int],
     rounding = _Rounding.of(model, repaired)
     fallback_nodes, others = _by_workload(fallback), [_by_workload(plan) for plan in alternatives]
     for index in short:
-        if not solver.time_left(solver.finish_reserve):
+        if not solver.time_left(reserve):
             break
         complete = [mine[index] for mine in others if _covers(model, index, mine[index])]
         for nodes in sorted(complete, key=lambda nodes: _cost(model, index, nodes)) + [fallback_nodes[index]]:
@@ -1625,6 +1640,42 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
     return assignment if model.satisfies(assignment) else {}
 
 
+def _dear_raise(model: _Model, incumbent: dict[tuple[int, int], int], plan: dict[tuple[int, int], int],
+                topped: dict[tuple[int, int], int]) -> bool:
+    """Whether ``topped`` (``plan`` topped up) serves more than ``incumbent`` (the service stage decided)
+    and the top-up added more than RECOST_ABOVE to ``plan``'s cost (see _recost)."""
+    served, raised = _score(model, incumbent, model.targets)[0], _score(model, topped, model.targets)[0]
+    return raised > served + 1e-6 and _score(model, topped)[1] > (1 + RECOST_ABOVE) * _score(model, plan)[1]
+
+
+def _recost(solver: _Solver, model: _Model, lp: _Result | None, repaired: dict[tuple[int, int], int],
+            topped: dict[tuple[int, int], int]
+            ) -> tuple[_Model, _Result | None, dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """The cost stage once more at the service ``topped`` reaches: its LP over the columns generated
+    so far, rounded, repaired from ``topped`` and topped up again. The top-up raises service with
+    the nodes the cost plan left free, whatever they cost (at roomy 5,000 workloads, 20 to 200 times
+    the raised workloads' cheapest price, +11 % on the plan); at the raised levels the LP moves
+    others to make room for them at a fraction of that. Returns the model at the raised levels,
+    its LP (which then guides the neighbourhood search), and the repaired and topped plans: the
+    new ones where they serve more, or as much for less, else those given."""
+    covered = _covered(model, topped)
+    raised = _Model(model.workloads, model.table, model.columns, model.targets, flat=model.flat)
+    for key in sorted(set(model.x) | set(topped)):
+        raised.add(*key)
+    raised.fix_served([min(covered[index], model.targets[index]) for index in range(len(model.workloads))])
+    raised.objective_cost()
+    relaxed = solver.lp(raised)
+    solver.stages.append("recost-lp")
+    if relaxed is None or not relaxed.feasible:
+        return model, lp, repaired, topped
+    rounded = _round_lp(raised, relaxed, topped, spread_first=True)
+    again = _repair(solver, raised, rounded, topped, [], solver.finish_reserve / 2)
+    retopped = _top_up(raised, again, raised.targets)
+    if _worse(raised, retopped, topped, raised.targets):
+        return raised, relaxed, repaired, topped
+    return raised, relaxed, again, retopped
+
+
 def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
     """The assignment, with every workload's service held at what it serves there from now on, for the
     neighbourhood search, which re-solves workloads at their levels (the model's own rows keep the
@@ -1757,9 +1808,11 @@ def _score(model: _Model, assignment: dict[tuple[int, int], int], ceilings: list
     return value, cost
 
 
-def _worse(model: _Model, chosen: dict[tuple[int, int], int], other: dict[tuple[int, int], int]) -> bool:
-    """Whether ``chosen`` serves less priority-weighted demand than ``other``, or the same for more."""
-    (mine, my_cost), (theirs, their_cost) = _score(model, chosen), _score(model, other)
+def _worse(model: _Model, chosen: dict[tuple[int, int], int], other: dict[tuple[int, int], int],
+           ceilings: list[float] | None = None) -> bool:
+    """Whether ``chosen`` serves less priority-weighted demand than ``other``, or the same for more
+    (each workload's service counted up to ``ceilings``, see _score)."""
+    (mine, my_cost), (theirs, their_cost) = _score(model, chosen, ceilings), _score(model, other, ceilings)
     return mine < theirs - 1e-6 or (abs(mine - theirs) <= 1e-6 and my_cost > their_cost * (1 + 1e-9))
 
 

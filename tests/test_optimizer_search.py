@@ -354,6 +354,36 @@ def test_workloads_still_short_share_the_free_nodes_for_the_most_service_then_th
     assert optimizer._serve_short(solver, model, shared, shared) == shared  # no one short: unchanged
 
 
+def test_a_dear_top_up_is_recosted_at_the_raised_service():
+    # "hi" may use a (price 1, one node) or c (2); "lo" a or b (20). The cost plan at the decided
+    # service (hi 1 replica, lo none) puts hi on a; topping it up gives lo the only free node it can
+    # use, b (cost 21). At the raised levels the LP moves hi to c and gives lo a: cost 3, the same
+    # service. A top-up that costs no more than RECOST_ABOVE of the plan is not re-costed.
+    offers = [make_offer(region=region, instance_type=f"t{region}", gpu_count=1, price_per_hour=price,
+                         available_nodes=1) for region, price in (("a", 1.0), ("b", 20.0), ("c", 2.0))]
+    workloads = fleet(replicas("hi", 1, priority=5, regions={"names": ["a", "c"]}),
+                      replicas("lo", 1, priority=1, regions={"names": ["a", "b"]}))
+    model = small_model(workloads, offers, fixed=False)
+    for index, regions in ((0, "ac"), (1, "ab")):
+        for region in regions:
+            model.add(index, column_in(model, index, region))
+    model.fix_served([1.0, 0.0])
+    model.objective_cost()
+    solver = optimizer._Solver(PlanOptions(), len(workloads))
+    lp = solver.generate_columns(model, budget=1.0)
+    repaired = {(0, column_in(model, 0, "a")): 1}
+    assert optimizer._round_lp(model, lp, repaired) == repaired
+    topped = optimizer._top_up(model, repaired, model.targets)
+    assert topped == {**repaired, (1, column_in(model, 1, "b")): 1}
+    assert optimizer._dear_raise(model, repaired, repaired, topped)
+    assert not optimizer._dear_raise(model, topped, repaired, topped)  # no more service than the incumbent
+    with mock.patch.object(optimizer, "RECOST_ABOVE", 20.0):
+        assert not optimizer._dear_raise(model, repaired, repaired, topped)
+    raised, relaxed, again, retopped = optimizer._recost(solver, model, lp, repaired, topped)
+    assert [raised.level(index) for index in range(2)] == [1.0, 1.0] and relaxed.objective == pytest.approx(3.0)
+    assert again == retopped == {(0, column_in(model, 0, "c")): 1, (1, column_in(model, 1, "a")): 1}
+
+
 def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that_came_down():
     # The cost LP at levels 2 and 2: 3 cheap nodes and one dear, 7. a at 1 and b at 4: at least what
     # a at 1 and b at 2 costs, 3 (a's level priced at its reduced cost, 4 a replica).
