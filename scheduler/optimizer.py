@@ -48,7 +48,9 @@ from scheduler.workloads import Workload
 
 SOLVERS = {"highs": mathopt.SolverType.HIGHS, "scip": mathopt.SolverType.GSCIP, "cpsat": mathopt.SolverType.CP_SAT}
 PRICING_BUDGET = 0.4  # share of the time limit column generation may take before rounding
-COST_PRICING_BUDGET = 0.4  # ...and of the time then left, once service is decided
+COST_PRICING_BUDGET = 0.5  # ...and of the time then left, once service is decided
+RECOST_PRICING_BUDGET = 0.4  # ...or this where the service stage's top-up was dear: the cost stage's will
+# likely be too, and its re-cost needs the time (see _recost)
 PRICING_GAP = 2e-3  # the service stage's column generation stops once a round adds less than this share to
 # its LP's service (the whole-node service MIP and top-up decide the last fraction)
 INITIAL_COLUMNS = 8  # cheapest columns per workload to start from
@@ -893,6 +895,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     incumbent = _best_of(model, incumbent, _round_lp(model, relaxed, incumbent))
     levels = _coverage(model, incumbent)
     short = any(levels[index] < targets[index] - 1e-6 for index in range(len(workloads)))
+    pricing_budget = COST_PRICING_BUDGET
     if short and solver.time_left():
         # Whole-node service, maximised by a MIP from the rounded LP (large models: piecewise): rounding
         # alone misses what whole nodes of several shapes allow.
@@ -902,8 +905,11 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         else:
             stage_one = _serve_more(solver, model, incumbent)
             solver.stages.append("serve-lns")
-        incumbent = _best_of(model, incumbent, stage_one, _polish(model, stage_one))
-        incumbent = _best_of(model, incumbent, _top_up(model, incumbent, targets))
+        polished = _best_of(model, incumbent, stage_one, _polish(model, stage_one))
+        topped = _top_up(model, polished, targets)
+        incumbent = _best_of(model, polished, topped)
+        if _dear_raise(model, polished, polished, topped):
+            pricing_budget = RECOST_PRICING_BUDGET
     # Service is decided: the most priority-weighted demand served in whole nodes. The cost stage keeps
     # every workload's service at that level (lexicographic, not a blend) and minimises cost.
     levels = _coverage(model, incumbent)
@@ -911,7 +917,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         model = _restricted(model, relaxed, incumbent)
     model.fix_served([levels[index] for index in range(len(workloads))])
     model.objective_cost()
-    chosen, result = _cost_stage(solver, model, incumbent)
+    chosen, result = _cost_stage(solver, model, incumbent, pricing_budget)
     return _assemble(workloads, table, builder, columns, model, chosen, result, options, solver)
 
 
@@ -934,10 +940,11 @@ def _serve_more(solver: _Solver, model: _Model, assignment: dict[tuple[int, int]
     return search.assignment
 
 
-def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int]):
-    """Cost at fixed service: column generation and an LP-rounded incumbent, then one MIP over every
-    generated column, or for models too large for that, a large-neighbourhood search."""
-    lp = solver.generate_columns(model, budget=COST_PRICING_BUDGET)
+def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], pricing_budget: float):
+    """Cost at fixed service: column generation (for ``pricing_budget`` of the time left) and an
+    LP-rounded incumbent, then one MIP over every generated column, or for models too large for that,
+    a large-neighbourhood search."""
+    lp = solver.generate_columns(model, budget=pricing_budget)
     solver.stages.append("cost-lp")
     started = time.monotonic()
     large = len(model.x) > LNS_ABOVE_COLUMNS  # improved piecewise rather than by one MIP

@@ -384,6 +384,28 @@ def test_a_dear_top_up_is_recosted_at_the_raised_service():
     assert again == retopped == {(0, column_in(model, 0, "c")): 1, (1, column_in(model, 1, "a")): 1}
 
 
+def test_a_dear_top_up_of_the_service_stage_leaves_the_cost_stage_time_to_recost():
+    # Supply is short (3 nodes for 4 replicas), so service is decided by the service stage and its
+    # top-up; where that top-up raised service dearly, the cost stage's column generation takes the
+    # smaller share of the time left, for the re-cost its own top-up will likely need.
+    offers = [make_offer(region="a", instance_type="ta", gpu_count=1, price_per_hour=1.0, available_nodes=3)]
+    workloads = fleet(replicas("x", 2, priority=2), replicas("y", 2))
+    for dear, budget in ((False, optimizer.COST_PRICING_BUDGET), (True, optimizer.RECOST_PRICING_BUDGET)):
+        budgets = []
+        generate = optimizer._Solver.generate_columns
+
+        def recorded(self, model, budget, gap=0.0):
+            budgets.append(budget)
+            return generate(self, model, budget, gap)
+
+        with mock.patch.object(optimizer._Solver, "generate_columns", recorded), \
+                mock.patch.object(optimizer, "_dear_raise", lambda *args: dear):
+            result = plan(workloads, offers)
+        assert budgets == [optimizer.PRICING_BUDGET, budget]
+        assert sum(p.replicas for p in result.placements if p.workload == "x") == 2
+    assert optimizer.RECOST_PRICING_BUDGET < optimizer.COST_PRICING_BUDGET
+
+
 def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that_came_down():
     # The cost LP at levels 2 and 2: 3 cheap nodes and one dear, 7. a at 1 and b at 4: at least what
     # a at 1 and b at 2 costs, 3 (a's level priced at its reduced cost, 4 a replica).
