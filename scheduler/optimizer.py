@@ -348,6 +348,14 @@ class _Model:
     def group_key(self, workload: Workload, supply: int) -> str:
         return self.table.spread_groups(workload.spread)[supply]
 
+    def over(self, keys, targets: list[float] | None = None) -> "_Model":
+        """A new model of the same fleet with these columns, at ``targets`` (default: this one's)."""
+        other = _Model(self.workloads, self.table, self.columns, self.targets if targets is None else targets,
+                       flat=self.flat)
+        for key in sorted(keys):
+            other.add(*key)
+        return other
+
     def add(self, index: int, position: int) -> None:
         """Add column ``position`` of workload ``index`` with its coefficients in every row it touches."""
         if (index, position) in self.x or self.served[index].upper_bound <= 0:  # nothing servable: no columns
@@ -1649,8 +1657,8 @@ def _polish(model: _Model, solution: dict[tuple[int, int], int]) -> dict[tuple[i
 
 def _dear_raise(model: _Model, incumbent: dict[tuple[int, int], int], plan: dict[tuple[int, int], int],
                 topped: dict[tuple[int, int], int]) -> bool:
-    """Whether ``topped`` (``plan`` topped up) serves more than ``incumbent`` (the service stage decided)
-    and the top-up added more than RECOST_ABOVE to ``plan``'s cost (see _recost)."""
+    """Whether ``topped`` (``plan`` topped up) serves more than ``incumbent`` (the service to beat) and
+    the top-up added more than RECOST_ABOVE to ``plan``'s cost (see _recost)."""
     served, raised = _score(model, incumbent, model.targets)[0], _score(model, topped, model.targets)[0]
     return raised > served + 1e-6 and _score(model, topped)[1] > (1 + RECOST_ABOVE) * _score(model, plan)[1]
 
@@ -1666,9 +1674,7 @@ def _recost(solver: _Solver, model: _Model, lp: _Result | None, repaired: dict[t
     its LP (which then guides the neighbourhood search), and the repaired and topped plans: the
     new ones where they serve more, or as much for less, else those given."""
     covered = _covered(model, topped)
-    raised = _Model(model.workloads, model.table, model.columns, model.targets, flat=model.flat)
-    for key in sorted(set(model.x) | set(topped)):
-        raised.add(*key)
+    raised = model.over(set(model.x) | set(topped))
     raised.fix_served([min(covered[index], model.targets[index]) for index in range(len(model.workloads))])
     raised.objective_cost()
     relaxed = solver.lp(raised)
@@ -1737,15 +1743,12 @@ def _restricted(model: _Model, lp: _Result | None, incumbent: dict[tuple[int, in
     cheapest few."""
     targets = [variable.upper_bound * workload.demand_units
                for variable, workload in zip(model.served.values(), model.workloads)]
-    restricted = _Model(model.workloads, model.table, model.columns, targets, flat=model.flat)
     support = {key for key, variable in model.x.items() if lp.value(variable) > 1e-6} \
         if lp is not None and lp.feasible else set()
     keys = support | set(incumbent)
     for index, columns in enumerate(model.columns):
         keys.update((index, position) for position in range(min(RESTRICTED_CHEAPEST, len(columns))))
-    for key in sorted(keys):
-        restricted.add(*key)
-    return restricted
+    return model.over(keys, targets)
 
 
 def _has_rules(workload: Workload) -> bool:

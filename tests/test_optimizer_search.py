@@ -390,14 +390,14 @@ def test_a_dear_top_up_of_the_service_stage_leaves_the_cost_stage_time_to_recost
     # smaller share of the time left, for the re-cost its own top-up will likely need.
     offers = [make_offer(region="a", instance_type="ta", gpu_count=1, price_per_hour=1.0, available_nodes=3)]
     workloads = fleet(replicas("x", 2, priority=2), replicas("y", 2))
+    generate, budgets = optimizer._Solver.generate_columns, []
+
+    def recorded(self, model, budget, gap=0.0):
+        budgets.append(budget)
+        return generate(self, model, budget, gap)
+
     for dear, budget in ((False, optimizer.COST_PRICING_BUDGET), (True, optimizer.RECOST_PRICING_BUDGET)):
-        budgets = []
-        generate = optimizer._Solver.generate_columns
-
-        def recorded(self, model, budget, gap=0.0):
-            budgets.append(budget)
-            return generate(self, model, budget, gap)
-
+        budgets.clear()
         with mock.patch.object(optimizer._Solver, "generate_columns", recorded), \
                 mock.patch.object(optimizer, "_dear_raise", lambda *args: dear):
             result = plan(workloads, offers)
