@@ -11,7 +11,7 @@ the number of over-subscribed supplies), (c) best single GPU type per workload.
 Targets on the 2-core machine: 1,000 workloads within 1% of the LP bound in at most 10 s;
 5,000 within 2% in at most 60 s; never worse than greedy.
 
-    .venv/bin/python benchmarks/optimizer.py [--sizes 10,100,1000,5000] [--solver highs]
+    .venv/bin/python benchmarks/optimizer.py [--sizes 10,100,1000,5000] [--solver highs] [--seed 7]
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def scenario(size: int, supply: str = "roomy", seed: int = 7):
     return parse_workloads({"workloads": specs}), offers
 
 
-def run(size: int, solver: str, supply: str) -> dict:
-    workloads, offers = scenario(size, supply)
+def run(size: int, solver: str, supply: str, seed: int = 7) -> dict:
+    workloads, offers = scenario(size, supply, seed)
     options = PlanOptions(time_limit_s=TIME_LIMITS.get(size, 60.0), solver=solver, explain=False)
     started = time.perf_counter()
     result = plan(workloads, offers, options=options)
@@ -100,13 +100,14 @@ def main() -> int:
     parser.add_argument("--sizes", default="10,100,1000,5000")
     parser.add_argument("--solver", default="highs")
     parser.add_argument("--supply", default="roomy,tight", help="scenario kinds: ample, roomy, tight")
+    parser.add_argument("--seed", type=int, default=7, help="scenario seed (workloads and unknown capacities)")
     args = parser.parse_args()
     header = (f"{'supply':>6} {'workloads':>9} {'solve s':>8} {'cost $':>12} {'cost/LP':>8} {'gap':>7} {'served':>7} {'unmet':>5} "
               f"{'greedy $':>12} {'gr/opt':>7} {'gr served':>9} {'alone $':>12} {'viol.':>5} {'1-type $':>12} {'1t/opt':>7}")
-    print(f"solver: {args.solver}")
+    print(f"solver: {args.solver}, scenario seed: {args.seed}")
     print(header)
     for supply, size in ((supply, int(part)) for supply in args.supply.split(",") for part in args.sizes.split(",")):
-        row = run(size, args.solver, supply)
+        row = run(size, args.solver, supply, args.seed)
         cost, lp = row["cost"] or float("nan"), row["lp"] or float("nan")
         greedy, alone, single = row["greedy"], row["alone"], row["single"]
         ratio = f"{cost / lp:.4f}" + ("" if row["lp_exact"] else "*") if lp > 0 else "-"
