@@ -69,7 +69,7 @@ def scenario(size: int, supply: str = "roomy", seed: int = 7):
     return parse_workloads({"workloads": specs}), offers
 
 
-def run(size: int, solver: str, supply: str, seed: int = 7) -> dict:
+def run(size: int, solver: str, supply: str, seed: int) -> dict:
     workloads, offers = scenario(size, supply, seed)
     options = PlanOptions(time_limit_s=TIME_LIMITS.get(size, 60.0), solver=solver, explain=False)
     started = time.perf_counter()
