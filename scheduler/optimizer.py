@@ -1305,26 +1305,51 @@ def _greedy_mix(capacity: np.ndarray, costs: dict[int, list[float]], uses: dict[
 
 def _improve(solver: _Solver, model: _Model, lp: _Result | None,
              assignment: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
-    """Large-neighbourhood search, in passes while they pay: the workloads whose whole nodes cost most
-    above their LP share are re-solved together with the workloads that hold the supplies their LP
-    share is on (so capacity can change hands, not only columns)."""
+    """Large-neighbourhood search, in passes while they pay. A pass by excess re-solves the workloads
+    whose whole nodes cost most above their LP share together with the workloads holding the supplies
+    their LP share is on (so capacity can change hands, not only columns). Where one stops paying,
+    passes by supply follow: each supply the LP prices (dearest first) with the workloads holding it
+    and those whose LP share is on it. The kinds alternate each time one stops paying, until neither
+    pays (the first stalls near 1 % above the LP at 1,000 workloads; see docs/workloads.md)."""
     if lp is None or not lp.feasible:
         return assignment
     search = _Neighbourhoods(solver, model, assignment)
     lp_cost = np.zeros(len(model.workloads))
     support: dict[int, list[int]] = defaultdict(list)
+    users: dict[int, set[int]] = defaultdict(set)  # supply -> workloads whose LP share is on it
     for (index, position), variable in model.x.items():
         value = lp.value(variable)
         lp_cost[index] += float(model.columns[index].weight[position]) * value
         if value > 1e-6:
             support[index].append(position)
-    while solver.time_left():
+            users[int(model.columns[index].supply[position])].add(index)
+    prices = model.capacity_duals(lp)
+    priced = [int(supply) for supply in np.argsort(prices, kind="stable") if prices[supply] < -1e-9]
+
+    def by_excess() -> bool:
         cost = search.costs()
         excess = cost - lp_cost
         order = [int(index) for index in np.argsort(-excess, kind="stable")
                  if excess[index] > 1e-6 * max(cost[index], 1.0)]
-        if not order or not search.search(order, lambda index: search.blocking(index, support[index])):
-            break
+        return bool(order) and search.search(order, lambda index: search.blocking(index, support[index]))
+
+    def by_supply() -> bool:
+        improved = False
+        for supply in priced:
+            if not solver.time_left():
+                break
+            held = search.holders[supply]
+            members = sorted(set(held) | users[supply], key=lambda index: (-held.get(index, 0), index))
+            improved |= bool(members) and search.resolve(members[:LNS_WORKLOADS])
+        return improved
+
+    passes, unpaid = (by_excess, by_supply), 0
+    while solver.time_left() and unpaid < len(passes):
+        if passes[0]():
+            unpaid = 0
+        else:
+            unpaid += 1
+            passes = passes[::-1]
     return search.assignment
 
 

@@ -525,6 +525,28 @@ def test_repair_trades_service_where_levels_cannot_be_restored_nearby():
         assert optimizer._short(model, optimizer._repair(solver, model, rounded, service_plan, [rounded])) == [0]
 
 
+def test_passes_by_supply_move_capacity_that_passes_by_excess_cannot_reach():
+    # One cheap node: a pays 10 elsewhere, b only 3, and the start gives it to b. Re-solved without
+    # the workloads holding its LP's supplies, a cannot reach the node; re-solved around the cheap
+    # supply (its holder b and its LP user a), the two trade.
+    offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=1),
+              make_offer(region="a-only", instance_type="a", gpu_count=1, price_per_hour=10.0),
+              make_offer(region="b-only", instance_type="b", gpu_count=1, price_per_hour=3.0)]
+    workloads = fleet(replicas("a", 1, regions={"names": ["cheap", "a-only"]}),
+                      replicas("b", 1, regions={"names": ["cheap", "b-only"]}))
+    model = small_model(workloads, offers)
+    for index, columns in enumerate(model.columns):
+        for position in range(len(columns)):
+            model.add(index, position)
+    model.objective_cost()
+    solver = optimizer._Solver(PlanOptions(), len(workloads))
+    lp = solver.lp(model)
+    start = {(0, column_in(model, 0, "a-only")): 1, (1, column_in(model, 1, "cheap")): 1}
+    best = {(0, column_in(model, 0, "cheap")): 1, (1, column_in(model, 1, "b-only")): 1}
+    with mock.patch.object(optimizer, "LNS_RELATED", 0):
+        assert optimizer._improve(solver, model, lp, start) == best
+
+
 def test_large_models_raise_service_piecewise_a_workload_with_those_holding_its_supplies():
     # "hi" (priority 5) and "lo" (priority 1) each want both nodes of the one supply; the start gave
     # lo both. Re-solved together for service, hi takes them.
