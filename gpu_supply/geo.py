@@ -79,12 +79,13 @@ def geo_of(region: str) -> str:
     if name in _EXACT:
         return _EXACT[name]
     head = re.split(r"[-_\s,]", name, maxsplit=1)[0]
-    for prefix, geo in _PREFIXES:
-        if head == prefix:
-            return geo
-    city = re.match(r"[a-z]+", name)
-    if city and city.group(0) in _CITY_CODES:
-        return _CITY_CODES[city.group(0)]
+    if "," not in name:  # Vast's "State, CC, Continent" is read by its codes below ("SA, AS" is Saudi Arabia)
+        for prefix, geo in _PREFIXES:
+            if head == prefix:
+                return geo
+        city = re.match(r"[a-z]+", name)
+        if city and city.group(0) in _CITY_CODES:
+            return _CITY_CODES[city.group(0)]
     tokens = [token for token in re.split(r"[^A-Za-z]+", region.strip()) if token]
     for token in reversed(tokens):  # "Michigan, US, NA": the country code is the second-to-last token
         if token.upper() in _COUNTRIES and token.isupper():

@@ -10,7 +10,8 @@ with a named reason, and known-wrong values are fixed and counted. The report's 
 - spot prices that are missing, zero or equal to on-demand mean "no spot market";
 - GPU counts known to be wrong or missing (e.g. ``Standard_ND96isr_H100_v5`` listed with 12) are
   corrected from the vendors' published shapes; fractional GPUs (vGPU slices) are not whole GPUs;
-- prices below a physical plausibility floor (auction bid floors listed as prices) are rejected.
+- prices below a physical plausibility floor (auction bid floors listed as prices) are rejected;
+- region names with an empty part (Vast's ``", US, NA"``) lose it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def _number(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+def _region(name: str) -> str:
+    """A region name without empty parts: Vast lists hosts with no known state as ``", US, NA"``."""
+    return ", ".join(part.strip() for part in name.split(",") if part.strip()) if "," in name else name.strip()
 
 
 def _read_rows(path: Path, report: ImportReport) -> Iterator[dict[str, str]]:
@@ -217,6 +223,9 @@ class _CatalogReader:
             vcpus: float | None = None, ram: float | None = None) -> bool:
         """Add the on-demand and spot offers of one node shape; False when neither price is usable."""
         name, count, memory = gpu
+        region = _region(row["Region"])
+        if region != row["Region"]:
+            self.report.fixed["region name with an empty part tidied (Vast's ', US, NA')"] += 1
         spec = gpus.spec(name)
         floor = MIN_PLAUSIBLE_USD_PER_PFLOPS_HOUR * spec.bf16_tflops / 1000 * count if spec else 0.0
         made = False
@@ -227,7 +236,7 @@ class _CatalogReader:
                 self.report.fixed[f"{pricing} price below the plausibility floor dropped (bid floor, not a price)"] += 1
                 continue
             offer = Offer(
-                provider=self.cloud, region=row["Region"], zone=row.get("AvailabilityZone") or None,
+                provider=self.cloud, region=region, zone=row.get("AvailabilityZone") or None,
                 instance_type=row["InstanceType"], gpu=name, gpu_count=count, gpu_memory_gb=memory,
                 vcpus=vcpus if vcpus is not None else _number(row.get("vCPUs")),
                 ram_gb=ram if ram is not None else _number(row.get("MemoryGiB")),

@@ -13,6 +13,7 @@ from gpu_supply.geo import GEOS, geo_of
     ("eastus", "us"), ("westeurope", "eu"), ("australiaeast", "apac"), ("uksouth", "eu"), ("brazilsouth", "latam"),
     ("japaneast", "apac"), ("uaenorth", "me"), ("chinanorth3", "cn"),
     ("France, FR, EU", "eu"), ("Michigan, US, NA", "us"), (", CA, NA", "ca"), ("South Korea, KR, AS", "apac"),
+    ("US, NA", "us"), ("SA, AS", "me"), ("ME, EU", "eu"), ("IN, AS", "apac"),
     ("no-kristiansand-1", "eu"), ("se-smedjebacken-1", "eu"), ("FIN-03", "eu"), ("ICE-01", "eu"),
     ("East Coast (NY2)", "us"), ("Europe (AMS1)", "eu"), ("tor1", "ca"), ("nyc2", "us"), ("FINLAND", "eu"),
     ("cn-shanghai", "cn"), ("cn-wulanchabu", "cn"), ("hk-hongkong", "apac"), ("default", "other"),

@@ -102,3 +102,15 @@ def test_unregistered_gpu_names_are_kept_and_counted(tmp_path):
     assert [o.gpu for o in offers] == ["RTX3060"]
     assert report.unknown_gpus == {"RTX3060": 1}
     assert report.no_spot == {"spot price zero (no spot market)": 1}
+
+
+def test_region_names_with_an_empty_part_lose_it_and_are_counted(tmp_path):
+    (tmp_path / "vast").mkdir()
+    (tmp_path / "vast" / "vms.csv").write_text(
+        "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,Region\n"
+        "1x-RTX_4090-16-32768,RTX4090,1,16,32,,0.35,0.00,\", US, NA\"\n"
+        "2x-RTX_4090-16-32768,RTX4090,2,16,32,,0.70,0.00,\"Texas, US, NA\"\n")
+    offers, (report,) = import_catalog_dir(tmp_path, None, WHEN)
+    assert sorted((o.region, o.geo) for o in offers) == [("Texas, US, NA", "us"), ("US, NA", "us")]
+    assert report.fixed == {"region name with an empty part tidied (Vast's ', US, NA')": 1}
+    assert report.balanced
