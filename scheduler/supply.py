@@ -70,6 +70,8 @@ class SupplyTable:
         self.memory = np.array([offer.gpu_memory_gb for offer in offers_])
         self.provider = np.array([provider_index[offer.provider] for offer in offers_], dtype=np.int32)
         self.geo = np.array([offer.geo for offer in offers_], dtype=object)
+        self.geo_names = sorted(set(self.geo.tolist()))
+        self.geo_code = np.array([self.geo_names.index(geo) for geo in self.geo], dtype=np.int32)
         self.region = np.array([offer.region for offer in offers_], dtype=object)
         self.spot = np.array([offer.pricing is PricingModel.SPOT for offer in offers_])
         self.committed = np.array([offer.committed for offer in offers_])
@@ -127,10 +129,21 @@ class ColumnBuilder:
     def __init__(self, table: SupplyTable, throughput: ThroughputModel) -> None:
         self.table = table
         self.throughput = throughput
+        # Fleets repeat model shapes (a tenth as many shapes as workloads at 5,000): each is rated once.
+        self._rated: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def per_gpu_type(self, workload: Workload) -> tuple[np.ndarray, np.ndarray]:
-        """Per GPU type: (tensor-parallel degree or 0 if the model can't run, output tokens/s per replica)."""
+        """Per GPU type: (tensor-parallel degree or 0 if the model can't run, output tokens/s per replica);
+        read-only arrays, shared by the workloads of one model shape."""
         shape = _shape(workload)
+        key = (shape, workload.model.dtype if shape else None, workload.demand.gpus_per_replica)
+        if key not in self._rated:
+            degrees, rates = self._rate(workload, shape)
+            degrees.flags.writeable = rates.flags.writeable = False
+            self._rated[key] = degrees, rates
+        return self._rated[key]
+
+    def _rate(self, workload: Workload, shape: ModelShape | None) -> tuple[np.ndarray, np.ndarray]:
         fixed_tp = workload.demand.gpus_per_replica
         degrees = np.zeros(len(self.table.gpu_names), dtype=np.int32)
         rates = np.zeros(len(self.table.gpu_names))
@@ -153,12 +166,8 @@ class ColumnBuilder:
             degrees, _ = self.per_gpu_type(workload)
         tp = degrees[table.gpu]
         policy = workload.gpus
-        names = np.array(table.gpu_names, dtype=object)[table.gpu]
-        gpu_ok = np.ones(len(table), dtype=bool)
-        if policy.allow:
-            gpu_ok &= np.isin(names, policy.allow)
-        if policy.deny:
-            gpu_ok &= ~np.isin(names, policy.deny)
+        by_gpu = [(not policy.allow or name in policy.allow) and name not in policy.deny for name in table.gpu_names]
+        gpu_ok = np.array(by_gpu, dtype=bool)[table.gpu]
         memory_ok = table.memory >= (policy.min_memory_gb or 0)
         fit_ok = (tp > 0) & (tp <= table.gpu_count)
         provider_ok = np.ones(len(table), dtype=bool)
@@ -167,7 +176,8 @@ class ColumnBuilder:
             provider_ok = np.isin(table.provider, allowed)
         residency_ok = np.ones(len(table), dtype=bool)
         if workload.regions.geo:
-            residency_ok = np.isin(table.geo, workload.regions.geo)
+            residency_ok = np.isin(table.geo_code, [table.geo_names.index(geo) for geo in workload.regions.geo
+                                                    if geo in table.geo_names])
         elif workload.regions.names:
             residency_ok = np.array([any(region == name or region.startswith(name) for name in workload.regions.names)
                                      for region in table.region])
