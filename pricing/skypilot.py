@@ -113,7 +113,7 @@ def _number(text: str | None) -> float | None:
 
 def _region(name: str) -> str:
     """A region name without empty parts: Vast lists hosts with no known state as ``", US, NA"``."""
-    return ", ".join(part.strip() for part in name.split(",") if part.strip()) if "," in name else name.strip()
+    return ", ".join(part.strip() for part in name.split(",") if part.strip())
 
 
 def _read_rows(path: Path, report: ImportReport) -> Iterator[dict[str, str]]:

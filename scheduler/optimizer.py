@@ -973,8 +973,9 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         latest = _round_lp(model, lp, incumbent, first, spread_first=large)
         passes.append(latest)
         rounded = _best_of(model, rounded, latest)
+    # Completed, the plan starts near the LP's cost, not from the service stage's (see the docstring).
+    repaired = _repair(solver, model, rounded, incumbent, passes, leave)
     if large:  # each pass offers the repair and the merge what it completed
-        repaired = _repair(solver, model, rounded, incumbent, passes, leave)
         # The nodes the repaired plan leaves free may serve others more (and more than those it left short lack).
         topped = _top_up(model, repaired, model.targets)
         if _dear_raise(model, incumbent, repaired, topped) and solver.time_left(solver.finish_reserve + recosting):
@@ -987,9 +988,7 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
             incumbent = _merge(solver, model, [repaired, *passes, incumbent])
         solver.stages.append("cost-lns")
         return _improve(solver, model, lp, incumbent), None
-    if _short(model, rounded):  # completed, the MIP starts near the LP's cost, not from the service stage's plan
-        rounded = _repair(solver, model, rounded, incumbent, passes)
-    incumbent = _best_of(model, incumbent, rounded)
+    incumbent = _best_of(model, incumbent, repaired)
     result = solver.mip(model, model.hint(incumbent)) if solver.time_left() else None
     solver.stages.append("cost-mip")
     solved = _solution(model, result)

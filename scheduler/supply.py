@@ -69,9 +69,9 @@ class SupplyTable:
         self.gpu_count = np.array([offer.gpu_count for offer in offers_], dtype=np.int32)
         self.memory = np.array([offer.gpu_memory_gb for offer in offers_])
         self.provider = np.array([provider_index[offer.provider] for offer in offers_], dtype=np.int32)
-        self.geo = np.array([offer.geo for offer in offers_], dtype=object)
-        self.geo_names = sorted(set(self.geo.tolist()))
-        self.geo_code = np.array([self.geo_names.index(geo) for geo in self.geo], dtype=np.int32)
+        self.geo_names = sorted({offer.geo for offer in offers_})
+        geo_index = {name: index for index, name in enumerate(self.geo_names)}
+        self.geo = np.array([geo_index[offer.geo] for offer in offers_], dtype=np.int32)
         self.region = np.array([offer.region for offer in offers_], dtype=object)
         self.spot = np.array([offer.pricing is PricingModel.SPOT for offer in offers_])
         self.committed = np.array([offer.committed for offer in offers_])
@@ -176,8 +176,7 @@ class ColumnBuilder:
             provider_ok = np.isin(table.provider, allowed)
         residency_ok = np.ones(len(table), dtype=bool)
         if workload.regions.geo:
-            residency_ok = np.isin(table.geo_code, [table.geo_names.index(geo) for geo in workload.regions.geo
-                                                    if geo in table.geo_names])
+            residency_ok = np.array([geo in workload.regions.geo for geo in table.geo_names], dtype=bool)[table.geo]
         elif workload.regions.names:
             residency_ok = np.array([any(region == name or region.startswith(name) for name in workload.regions.names)
                                      for region in table.region])

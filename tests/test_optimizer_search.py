@@ -680,7 +680,7 @@ def test_a_rounding_left_short_is_repaired_before_the_cost_mip_starts_from_it():
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     workloads, offers = benchmark.scenario(100, "roomy", 7)
-    mip, repairs = optimizer._Solver.mip, []
+    mip, real_repair, repairs = optimizer._Solver.mip, optimizer._repair, []
 
     def no_cost_mip(self, model, hint, *args, **kwargs):  # (the repair's MIPs are over a few workloads)
         whole = model.levels_fixed and len(model.workloads) == len(workloads)
@@ -690,7 +690,6 @@ def test_a_rounding_left_short_is_repaired_before_the_cost_mip_starts_from_it():
         repairs.append(len(optimizer._short(args[1], args[2])))
         return real_repair(*args, **kwargs)
 
-    real_repair = optimizer._repair
     with mock.patch.object(optimizer._Solver, "mip", no_cost_mip), mock.patch.object(optimizer, "_repair", repair):
         result = plan(workloads, offers, options=PlanOptions(explain=False, time_limit_s=10))
     assert repairs and repairs[0] > 0  # the rounding left workloads short
