@@ -118,7 +118,8 @@ def main() -> int:
               f"{alone.violations:>5} {single.cost:>12,.0f} {single.cost / cost:>7.3f}", flush=True)
     print("served: priority-weighted share of demand served; cost/LP: against the cost LP at the plan's service "
           "(* column generation not finished: a proven lower bound on that LP, not its value; - no positive bound "
-          "yet); gap: the final MIP's, - after a neighbourhood search; gr/opt and 1t/opt: cost ratios to the "
+          "yet); gap: to the final MIP's bound, or to the LP bound after a neighbourhood search or a MIP that held "
+          "every workload's service level; gr/opt and 1t/opt: cost ratios to the "
           "optimizer (meaningful where both serve the same demand); viol.: supplies over capacity.")
     return 0
 

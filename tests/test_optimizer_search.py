@@ -227,7 +227,9 @@ def test_the_service_mip_runs_to_its_own_gap_and_the_cost_mip_to_the_plans():
 
     with mock.patch.object(optimizer, "_solve", recording):
         result = plan(workloads, offers, options=PlanOptions(explain=False, relative_gap=0.01))
-    assert result.solver.stages == ("pricing-lp", "serve-mip", "cost-lp", "cost-mip")
+    # (a short: the cost stage's LP runs again holding only the service total; its rounding costs no
+    # less, so one MIP runs, holding each level)
+    assert result.solver.stages == ("pricing-lp", "serve-mip", "cost-lp", "total", "cost-lp", "cost-mip")
     assert gaps == [optimizer.SERVICE_GAP, 0.01]
 
 
@@ -401,7 +403,7 @@ def test_a_dear_top_up_of_the_service_stage_leaves_the_cost_stage_time_to_recost
         with mock.patch.object(optimizer._Solver, "generate_columns", recorded), \
                 mock.patch.object(optimizer, "_dear_raise", lambda *args: dear):
             result = plan(workloads, offers)
-        assert budgets == [optimizer.PRICING_BUDGET, budget]
+        assert budgets == [optimizer.PRICING_BUDGET, budget, budget]  # (the third: holding the total)
         assert sum(p.replicas for p in result.placements if p.workload == "x") == 2
     assert optimizer.RECOST_PRICING_BUDGET < optimizer.COST_PRICING_BUDGET
 
@@ -683,7 +685,7 @@ def test_a_rounding_left_short_is_repaired_before_the_cost_mip_starts_from_it():
     mip, real_repair, repairs = optimizer._Solver.mip, optimizer._repair, []
 
     def no_cost_mip(self, model, hint, *args, **kwargs):  # (the repair's MIPs are over a few workloads)
-        whole = model.levels_fixed and len(model.workloads) == len(workloads)
+        whole = model.costed and len(model.workloads) == len(workloads)
         return None if whole else mip(self, model, hint, *args, **kwargs)
 
     def repair(*args, **kwargs):
@@ -695,3 +697,34 @@ def test_a_rounding_left_short_is_repaired_before_the_cost_mip_starts_from_it():
     assert repairs and repairs[0] > 0  # the rounding left workloads short
     assert "serve-mip" in result.solver.stages and result.solver.lp_exact
     assert result.solver.objective <= 1.05 * result.solver.lp_bound
+
+
+def test_the_cost_stage_keeps_the_service_total_not_each_workloads_level():
+    # Supply is short: "a" (2 replicas) may use the 8-GPU node (price 4) or the dear 1-GPU one (10),
+    # "b" (2 replicas) the 8-GPU node or a cheap 1-GPU one (1). At most 1.5 of the two demands are
+    # served, either as a 1 and b 2 (the dear node and the big one: 14) or as a 2 and b 1 (5). Held
+    # at the first plan's levels nothing is cheaper; held at its total, the second plan is.
+    offers = [make_offer(region="big", instance_type="g8", gpu_count=8, price_per_hour=4.0, available_nodes=1),
+              make_offer(region="dear", instance_type="d1", gpu_count=1, price_per_hour=10.0, available_nodes=1),
+              make_offer(region="cheap", instance_type="c1", gpu_count=1, price_per_hour=1.0, available_nodes=1)]
+    workloads = fleet(replicas("a", 2, regions={"names": ["big", "dear"]}),
+                      replicas("b", 2, regions={"names": ["big", "cheap"]}))
+    dear = {(0, 1): 1, (1, 0): 1}  # a on the dear node, b on the big one (the regions' order below)
+    for trade, cost, nodes in ((False, 14.0, dear), (True, 5.0, {(0, 0): 1, (1, 1): 1})):
+        model = small_model(workloads, offers, fixed=False)
+        for index, regions in ((0, ("big", "dear")), (1, ("big", "cheap"))):
+            for region in regions:
+                model.add(index, column_in(model, index, region))
+        expected = {(index, column_in(model, index, ("big", "dear", "big", "cheap")[2 * index + column])): count
+                    for (index, column), count in nodes.items()}
+        incumbent = {(index, column_in(model, index, ("big", "dear", "big", "cheap")[2 * index + column])): count
+                     for (index, column), count in dear.items()}
+        model.fix_served([1.0, 2.0])
+        model.objective_cost()
+        solver = optimizer._Solver(PlanOptions(), len(workloads))
+        chosen, result = optimizer._cost_stage(solver, model, incumbent, optimizer.COST_PRICING_BUDGET, trade)
+        assert chosen == expected and optimizer._score(model, chosen)[1] == pytest.approx(cost)
+        assert solver.lp_exact and solver.lp_bound <= cost + 1e-9  # the LP of the service the plan keeps
+        assert result is not None and result.objective == pytest.approx(cost)
+        served = optimizer._covered(model, chosen)
+        assert min(served[0], 2) / 2 + min(served[1], 2) / 2 == pytest.approx(1.5)
