@@ -943,13 +943,12 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     # every workload's service at that level (lexicographic, not a blend) and minimises cost; where
     # some are short, small models then keep only the total (see _cost_stage).
     levels = _coverage(model, incumbent)
-    large = len(model.x) > LNS_ABOVE_COLUMNS
-    if large:  # the cost LP starts from the columns that mattered so far
+    if len(model.x) > LNS_ABOVE_COLUMNS:  # the cost LP starts from the columns that mattered so far
         model = _restricted(model, relaxed, incumbent)
     model.fix_served([levels[index] for index in range(len(workloads))])
     model.objective_cost()
-    trade = not large and any(levels[index] < targets[index] - 1e-6 for index in range(len(workloads)))
-    chosen, result = _cost_stage(solver, model, incumbent, pricing_budget, trade)
+    short = any(levels[index] < targets[index] - 1e-6 for index in range(len(workloads)))
+    chosen, result = _cost_stage(solver, model, incumbent, pricing_budget, short)
     return _assemble(workloads, table, builder, columns, model, chosen, result, options, solver)
 
 
@@ -973,19 +972,18 @@ def _serve_more(solver: _Solver, model: _Model, assignment: dict[tuple[int, int]
 
 
 def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], pricing_budget: float,
-                trade: bool = False):
+                short: bool = False):
     """Cost at fixed service: an LP-rounded incumbent (see _rounded_cost_lp), then one MIP over every
     generated column, or for models too large for that, a large-neighbourhood search.
 
-    With ``trade`` (some workload is short of its target), the plan need only keep the service total
+    Where some workload is ``short`` of its target, the plan need only keep the service total
     (see _Model.holding_total), and the LP, rounding and repair run again holding only that. Where
     its rounding costs less than the one holding each level by more than the plan's gap, the MIP
     holding each level takes LEVELS_SHARE of the time left and one holding only the total the rest
     (tight 100, seed 4: the level MIP found 46.77 M in 3.4 s, the total's nothing below 47.13 M in
     9 s; seed 5: the level MIP nothing below 38.06 M, the total's 26.1 M). Else only the level MIP
     runs (it solves sooner), and the plan reports the total's LP bound, not that MIP's."""
-    large = len(model.x) > LNS_ABOVE_COLUMNS  # improved piecewise rather than by one MIP
-    lp, repaired, passes, recosting = _rounded_cost_lp(solver, model, incumbent, pricing_budget, large)
+    lp, repaired, passes, recosting, large = _rounded_cost_lp(solver, model, incumbent, pricing_budget)
     if large:  # each pass offers the repair and the merge what it completed
         # The nodes the repaired plan leaves free may serve others more (and more than those it left short lack).
         topped = _top_up(model, repaired, model.targets)
@@ -1001,10 +999,10 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
         return _improve(solver, model, lp, incumbent), None
     incumbent = _best_of(model, incumbent, repaired)
     judge, candidates = model, [incumbent]  # the model whose service a plan must keep, and plans that do
-    if trade and solver.time_left():
+    if short and solver.time_left():
         solver.stages.append("total")
         judge = model.holding_total()
-        candidates.append(_rounded_cost_lp(solver, judge, incumbent, pricing_budget, False)[1])
+        candidates.append(_rounded_cost_lp(solver, judge, incumbent, pricing_budget)[1])
         if _score(judge, candidates[-1])[1] < (1 - solver.options.relative_gap) * _score(model, incumbent)[1]:
             first = solver.mip(model, model.hint(incumbent), share=LEVELS_SHARE)  # (the easier MIP first)
             solver.stages.append("cost-mip")
@@ -1019,17 +1017,17 @@ def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int],
     return chosen, result if model is judge else None
 
 
-def _rounded_cost_lp(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], pricing_budget: float,
-                     large: bool):
+def _rounded_cost_lp(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], pricing_budget: float):
     """The cost LP by column generation (for ``pricing_budget`` of the time left), rounded in passes,
-    and the best rounding repaired where it left workloads short; with the seconds a re-cost of
-    ``large`` models would take. Without the repair, the MIP of roomy 100 (seed 7) started from the
-    service stage's plan and found nothing cheaper in 9.5 s (1.997 times the LP); repaired in 0.2 s,
-    it ends at 1.009."""
+    and the best rounding repaired where it left workloads short; with the seconds a re-cost would
+    take, and whether the LP left the model large (improved piecewise rather than by one MIP).
+    Without the repair, the MIP of roomy 100 (seed 7) started from the service stage's plan and
+    found nothing cheaper in 9.5 s (1.997 times the LP); repaired in 0.2 s, it ends at 1.009."""
     lp = solver.generate_columns(model, budget=pricing_budget)
     solver.stages.append("cost-lp")
     if model.total is not None and lp is not None and lp.feasible:  # the levels the LP serves the total at
         model.levels = np.array([lp.value(model.served[index]) for index in range(len(model.workloads))])
+    large = len(model.x) > LNS_ABOVE_COLUMNS  # improved piecewise rather than by one MIP
     started = time.monotonic()
     rounded = latest = _round_lp(model, lp, incumbent, spread_first=large)
     passes = [latest]
@@ -1047,7 +1045,7 @@ def _rounded_cost_lp(solver: _Solver, model: _Model, incumbent: dict[tuple[int, 
         passes.append(latest)
         rounded = _best_of(model, rounded, latest)
     # Completed, the plan starts near the LP's cost, not from the service stage's (see the docstring).
-    return lp, _repair(solver, model, rounded, incumbent, passes, leave), passes, recosting
+    return lp, _repair(solver, model, rounded, incumbent, passes, leave), passes, recosting, large
 
 
 class _Neighbourhoods:
