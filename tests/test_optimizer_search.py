@@ -728,3 +728,23 @@ def test_the_cost_stage_keeps_the_service_total_not_each_workloads_level():
         assert result is not None and result.objective == pytest.approx(cost)
         served = optimizer._covered(model, chosen)
         assert min(served[0], 2) / 2 + min(served[1], 2) / 2 == pytest.approx(1.5)
+
+
+def test_a_model_its_cost_column_generation_makes_large_is_improved_piecewise():
+    # Whether the cost stage solves one MIP or searches neighbourhoods depends on the columns there
+    # are once its LP has priced them, not on those before.
+    workloads, offers = contested_fleet()
+    generate, sizes = optimizer._Solver.generate_columns, []
+
+    def recorded(self, model, budget, gap=0.0):
+        result = generate(self, model, budget, gap)
+        sizes.append(len(model.x))
+        return result
+
+    with mock.patch.object(optimizer._Solver, "generate_columns", recorded):
+        alone = plan(workloads, offers, options=PlanOptions(explain=False))
+    assert "cost-mip" in alone.solver.stages and sizes[1] > sizes[0]  # the cost LP added columns
+    with mock.patch.object(optimizer, "LNS_ABOVE_COLUMNS", sizes[0]):
+        searched = plan(workloads, offers, options=PlanOptions(explain=False))
+    assert "cost-lns" in searched.solver.stages and "cost-mip" not in searched.solver.stages
+    check_feasible(searched, workloads, offers)
