@@ -748,3 +748,21 @@ def test_a_model_its_cost_column_generation_makes_large_is_improved_piecewise():
         searched = plan(workloads, offers, options=PlanOptions(explain=False))
     assert "cost-lns" in searched.solver.stages and "cost-mip" not in searched.solver.stages
     check_feasible(searched, workloads, offers)
+
+
+def test_where_the_cost_mip_of_a_small_model_stalls_a_neighbourhood_search_improves_its_plan():
+    workloads, offers = contested_fleet()
+    mip = optimizer._Solver.mip
+
+    def stalled(self, model, hint, *args, **kwargs):  # the whole fleet's cost MIP finds nothing
+        whole = model.costed and len(model.workloads) == len(workloads)
+        return None if whole else mip(self, model, hint, *args, **kwargs)
+
+    with mock.patch.object(optimizer._Solver, "mip", stalled):
+        searched = plan(workloads, offers, options=PlanOptions(explain=False))
+        with mock.patch.object(optimizer, "_improve", lambda solver, model, lp, assignment: assignment):
+            rounded = plan(workloads, offers, options=PlanOptions(explain=False))
+    assert searched.solver.stages[-1] == "cost-lns" and searched.solver.status == "feasible"
+    check_feasible(searched, workloads, offers)
+    assert searched.solver.objective < rounded.solver.objective
+    assert searched.solver.lp_bound <= searched.solver.objective + 1e-6
