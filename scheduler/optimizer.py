@@ -925,7 +925,7 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
     solver.stages.append("pricing-lp")
     incumbent = _best_of(model, incumbent, _round_lp(model, relaxed, incumbent))
     levels = _coverage(model, incumbent)
-    short = any(levels[index] < targets[index] - 1e-6 for index in range(len(workloads)))
+    short = _any_short(levels, targets)
     pricing_budget = COST_PRICING_BUDGET
     if short and solver.time_left():
         # Whole-node service, maximised by a MIP from the rounded LP (large models: piecewise): rounding
@@ -949,9 +949,14 @@ def plan(workloads: list[Workload], offers: list[Offer], *, options: PlanOptions
         model = _restricted(model, relaxed, incumbent)
     model.fix_served([levels[index] for index in range(len(workloads))])
     model.objective_cost()
-    short = any(levels[index] < targets[index] - 1e-6 for index in range(len(workloads)))
+    short = _any_short(levels, targets)
     chosen, result = _cost_stage(solver, model, incumbent, pricing_budget, short)
     return _assemble(workloads, table, builder, columns, model, chosen, result, options, solver)
+
+
+def _any_short(levels: dict[int, float], targets: list[float]) -> bool:
+    """Whether any workload is served less than it could get alone (demand units)."""
+    return any(levels[index] < target - 1e-6 for index, target in enumerate(targets))
 
 
 def _serve_more(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], int]
@@ -974,7 +979,7 @@ def _serve_more(solver: _Solver, model: _Model, assignment: dict[tuple[int, int]
 
 
 def _cost_stage(solver: _Solver, model: _Model, incumbent: dict[tuple[int, int], int], pricing_budget: float,
-                short: bool = False):
+                short: bool):
     """Cost at fixed service: an LP-rounded incumbent (see _rounded_cost_lp), then one MIP over every
     generated column, or for models too large for that, a large-neighbourhood search.
 

@@ -710,7 +710,7 @@ def test_the_cost_stage_keeps_the_service_total_not_each_workloads_level():
     workloads = fleet(replicas("a", 2, regions={"names": ["big", "dear"]}),
                       replicas("b", 2, regions={"names": ["big", "cheap"]}))
     dear = {(0, 1): 1, (1, 0): 1}  # a on the dear node, b on the big one (the regions' order below)
-    for trade, cost, nodes in ((False, 14.0, dear), (True, 5.0, {(0, 0): 1, (1, 1): 1})):
+    for short, cost, nodes in ((False, 14.0, dear), (True, 5.0, {(0, 0): 1, (1, 1): 1})):
         model = small_model(workloads, offers, fixed=False)
         for index, regions in ((0, ("big", "dear")), (1, ("big", "cheap"))):
             for region in regions:
@@ -722,7 +722,7 @@ def test_the_cost_stage_keeps_the_service_total_not_each_workloads_level():
         model.fix_served([1.0, 2.0])
         model.objective_cost()
         solver = optimizer._Solver(PlanOptions(), len(workloads))
-        chosen, result = optimizer._cost_stage(solver, model, incumbent, optimizer.COST_PRICING_BUDGET, trade)
+        chosen, result = optimizer._cost_stage(solver, model, incumbent, optimizer.COST_PRICING_BUDGET, short)
         assert chosen == expected and optimizer._score(model, chosen)[1] == pytest.approx(cost)
         assert solver.lp_exact and solver.lp_bound <= cost + 1e-9  # the LP of the service the plan keeps
         assert result is not None and result.objective == pytest.approx(cost)
