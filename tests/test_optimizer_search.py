@@ -670,6 +670,33 @@ def test_fractional_cover_fills_cheapest_per_unit_first():
     assert optimizer._fractional_cover(ratio, units, nodes, 8.0) is None
 
 
+def test_fractional_cover_of_many_columns_matches_a_full_sort_ties_included():
+    # Past a few dozen columns only the cheapest are sorted, where they reach the level; the answer is
+    # that of sorting them all (ties by position), also where they do not and all are sorted.
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        size = int(rng.integers(1, 200))
+        ratio = rng.integers(1, 12, size).astype(float)  # many ties
+        units, nodes = rng.uniform(0.1, 2.0, size), rng.integers(1, 6, size).astype(float)
+        level = float(rng.uniform(0.1, 1.1)) * float(units @ nodes)
+        order = np.argsort(ratio, kind="stable")
+        reach = np.cumsum(units[order] * nodes[order])
+        last = int(np.searchsorted(reach, level))
+        got = optimizer._fractional_cover(ratio, units, nodes, level)
+        if last >= size:
+            assert got is None
+            continue
+        cost, marginal, used = got
+        whole = order[:last]
+        before = float(reach[last - 1]) if last else 0.0
+        marginal_expected = ratio[order[last]]
+        expected = float(ratio[whole] * units[whole] @ nodes[whole]) + (level - before) * marginal_expected
+        assert (cost, marginal, used.tolist()) == (pytest.approx(expected), marginal_expected,
+                                                   order[:last + 1].tolist())
+
+
 def test_a_rounding_left_short_is_repaired_before_the_cost_mip_starts_from_it():
     # Roomy 100 (benchmark seed 7): the service MIP's plan is dear and the rounded cost LP leaves
     # workloads short of it. With the cost MIP finding nothing (as it did in 9.5 s from that plan),
