@@ -14,7 +14,6 @@ difference is the decision rule:
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,15 +87,14 @@ def _serve(workload: Workload, cols: Columns, table: SupplyTable, free: np.ndarr
     if not spread:
         cost, covered = _serve_part(workload, cols, order, demand, free, taken)
         return cost, min(covered, demand)
-    groups: dict[str, list[int]] = defaultdict(list)  # one equal part per distinct group, cheapest groups first
-    for position in order:
-        offer = table.supplies[int(cols.supply[position])].offer
-        groups[workload.spread.group(offer.provider, offer.region)].append(int(position))
+    # One equal part per distinct group, cheapest groups first (the order their first columns come in).
+    _, first, group = np.unique(table.spread_groups(workload.spread)[cols.supply], return_index=True,
+                                return_inverse=True)
     cost = covered = 0.0
     mine = np.zeros_like(taken)
     parts = []
-    for positions in list(groups.values())[:spread]:
-        part_cost, part = _serve_part(workload, cols, np.array(positions), demand / spread, free, mine)
+    for cheapest in np.argsort(first)[:spread]:
+        part_cost, part = _serve_part(workload, cols, order[group == cheapest], demand / spread, free, mine)
         cost, covered = cost + part_cost, covered + part
         parts.append(part)
     if len(parts) < spread or min(parts) < demand / spread - 1e-9:  # all or nothing: give a partial spread back
