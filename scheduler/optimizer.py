@@ -1814,18 +1814,17 @@ def _held_at(solver: _Solver, model: _Model, assignment: dict[tuple[int, int], i
     level came down, every plan at the new ones is feasible there, so its bound still holds (no longer
     exact); where one came down, the bound moves with the levels (see _Solver.level_bound). The last
     cost round's capacity duals also price a bound at the new levels, raised ones included, which
-    holds where that LP had not converged (its own bound is then <= 0)."""
+    holds where that LP had not converged (its own bound is then <= 0). Alternating prices and cover
+    duals from there (see _Model.lagrangian) raised that bound by 0.03 % at roomy 5,000 and 0.2 % at
+    tight 5,000, in 0.8 and 0.4 s the neighbourhood search that follows can use better."""
     covered = _covered(model, assignment)
     levels = [min(covered[index], model.targets[index]) for index in range(len(model.workloads))]
     if any(level < model.level(index) - 1e-6 for index, level in enumerate(levels)):
         solver.lp_bound = solver.level_bound(np.array(levels) / model.demand)
     solver.lp_exact = False
     model.fix_served(levels)
-    if solver.capacity_prices is not None:  # priced at the new levels, raised ones too, and from there
-        priced = model.priced(solver.capacity_prices)
-        if solver.time_left():
-            priced = max(priced, model.lagrangian(priced.cover)[0], key=lambda candidate: candidate.bound)
-        solver.lp_bound = max(solver.lp_bound or 0.0, priced.bound)
+    if solver.capacity_prices is not None:  # priced at the new levels, raised ones too
+        solver.lp_bound = max(solver.lp_bound or 0.0, model.priced(solver.capacity_prices).bound)
     solver.stages.append("service-raised")
     return assignment
 
