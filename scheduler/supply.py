@@ -135,10 +135,10 @@ class ColumnBuilder:
     def per_gpu_type(self, workload: Workload) -> tuple[np.ndarray, np.ndarray]:
         """Per GPU type: (tensor-parallel degree or 0 if the model can't run, output tokens/s per replica);
         read-only arrays, shared by the workloads of one model shape."""
-        demand = workload.demand  # what the shape is made of (building it per workload cost 0.4 s at 5,000)
-        key = (workload.model, demand.input_tokens, demand.output_tokens, workload.slo.tpot_ms, demand.gpus_per_replica)
+        shape = _shape(workload)
+        key = (shape, workload.model.dtype if shape else None, workload.demand.gpus_per_replica)
         if key not in self._rated:
-            degrees, rates = self._rate(workload, _shape(workload))
+            degrees, rates = self._rate(workload, shape)
             degrees.flags.writeable = rates.flags.writeable = False
             self._rated[key] = degrees, rates
         return self._rated[key]
@@ -197,7 +197,7 @@ class ColumnBuilder:
         cost = np.where(table.committed[supply], 0.0, table.price[supply] * billed)
         spot = table.spot[supply]
         weight = np.where(spot & (workload.spot is SpotPolicy.PREFERRED), cost * SPOT_PREFERENCE, cost)
-        order = np.argsort(cost / units, kind="stable")  # deterministic: by unit cost, then supply index (ascending)
+        order = np.lexsort((supply, cost / units))  # deterministic: by unit cost, then supply index
         return Columns(index, supply[order], units[order], replicas[order], tp[order], cost[order], weight[order],
                        spot[order])
 
