@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import replace
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from conftest import fleet, make_offer, replicas
@@ -94,8 +95,6 @@ def test_rounding_lets_workloads_it_left_short_pick_first():
 
 
 def test_pricing_picks_each_workloads_most_negative_columns_as_a_sort_would():
-    import numpy as np
-
     rng = np.random.default_rng(5)
     for _ in range(200):
         size = int(rng.integers(0, 60))
@@ -110,8 +109,6 @@ def test_pricing_picks_each_workloads_most_negative_columns_as_a_sort_would():
 
 
 def test_greedy_mix_frees_a_full_supply_at_least_cost_per_node_without_overfilling_another():
-    import numpy as np
-
     capacity = np.array([2.0, 10.0, 1.0])
     # Option 0 of each workload (the plan that fits) is on supply 1; the options they start on crowd supply 0.
     costs = {0: [20.0, 4.0], 1: [10.0, 3.0], 2: [9.0, 8.0, 2.0]}
@@ -129,8 +126,6 @@ def test_greedy_mix_frees_a_full_supply_at_least_cost_per_node_without_overfilli
 
 
 def test_greedy_mix_moves_each_workload_to_a_cheaper_option_that_fits():
-    import numpy as np
-
     capacity = np.array([1.0, 1.0])
     costs = {0: [5.0, 2.0], 1: [4.0, 1.0]}
     uses = {0: [{0: 1}, {1: 1}], 1: [{1: 1}, {0: 1}]}
@@ -140,8 +135,6 @@ def test_greedy_mix_moves_each_workload_to_a_cheaper_option_that_fits():
 
 
 def test_pricing_adds_columns_on_a_supply_for_at_most_twice_its_capacity_most_negative_first():
-    import numpy as np
-
     positions = np.array([10, 11, 12, 13, 14, 15])
     values = np.array([-1.0, -5.0, -3.0, -2.0, -9.0, -4.0])
     supplies = np.array([0, 0, 0, 0, 1, 2])
@@ -266,8 +259,6 @@ def test_a_displaced_workload_makes_up_from_free_nodes_or_nothing_changes():
 
 
 def test_rounding_completes_a_workload_left_short_from_nodes_trimmed_after_it():
-    import numpy as np
-
     from scheduler.optimizer import _Result
 
     offers = [make_offer(region="only", instance_type="n", gpu_count=1, price_per_hour=1.0, available_nodes=4)]
@@ -411,8 +402,6 @@ def test_a_dear_top_up_of_the_service_stage_leaves_the_cost_stage_time_to_recost
 def test_raised_service_keeps_the_cost_lp_bound_and_moves_it_with_any_level_that_came_down():
     # The cost LP at levels 2 and 2: 3 cheap nodes and one dear, 7. a at 1 and b at 4: at least what
     # a at 1 and b at 2 costs, 3 (a's level priced at its reduced cost, 4 a replica).
-    import numpy as np
-
     offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=3),
               make_offer(region="dear", instance_type="d", gpu_count=1, price_per_hour=4.0)]
     workloads = fleet(replicas("a", 4), replicas("b", 4))
@@ -438,8 +427,6 @@ def test_the_lagrangian_bounds_the_cost_lp_from_the_cover_duals_of_an_lp_cut_sho
     # the cheap supply. Cover duals of an LP cut short (100 a unit) price it at 99: every workload then
     # covers its level with dear nodes, and the bound is 16 - 3 x 99. Their cover duals (4 a unit)
     # price it at 3 again, and the bound is the LP's 7.
-    import numpy as np
-
     offers = [make_offer(region="cheap", instance_type="c", gpu_count=1, price_per_hour=1.0, available_nodes=3),
               make_offer(region="dear", instance_type="d", gpu_count=1, price_per_hour=4.0)]
     model = small_model(fleet(replicas("a", 4), replicas("b", 4)), offers)
@@ -466,8 +453,6 @@ def test_the_lagrangian_bounds_the_cost_lp_from_the_cover_duals_of_an_lp_cut_sho
 
 
 def test_capacity_prices_are_where_the_nodes_gaining_more_reach_the_capacity_and_always_bound_the_lp():
-    import numpy as np
-
     workloads, offers = contested_fleet()
     model = small_model(workloads, offers)
     for index, columns in enumerate(model.columns):
@@ -621,8 +606,6 @@ def test_best_single_type_skips_types_whose_fractional_bound_cannot_win_and_matc
 def test_whole_node_cover_is_exact_against_a_mip_and_gives_up_past_its_branches():
     import math
 
-    import numpy as np
-
     def by_mip(cost, units, nodes, level):
         from ortools.math_opt.python import mathopt
 
@@ -662,8 +645,6 @@ def test_whole_node_cover_is_exact_against_a_mip_and_gives_up_past_its_branches(
 
 def test_fractional_cover_fills_cheapest_per_unit_first():
     # One node of the 1.5-a-unit column covers 2 units, then two of the 2-a-unit one; never enough: None.
-    import numpy as np
-
     ratio, units, nodes = np.array([2.0, 1.5]), np.array([1.0, 2.0]), np.array([5.0, 1.0])
     cost, marginal, used = optimizer._fractional_cover(ratio, units, nodes, 4.0)
     assert (cost, marginal, used.tolist()) == (pytest.approx(7.0), 2.0, [1, 0])
@@ -673,8 +654,6 @@ def test_fractional_cover_fills_cheapest_per_unit_first():
 def test_fractional_cover_of_many_columns_matches_a_full_sort_ties_included():
     # Past a few dozen columns only the cheapest are sorted, where they reach the level; the answer is
     # that of sorting them all (ties by position), also where they do not and all are sorted.
-    import numpy as np
-
     rng = np.random.default_rng(11)
     for _ in range(300):
         size = int(rng.integers(1, 200))
